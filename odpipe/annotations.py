@@ -1,0 +1,163 @@
+"""Annotation records and the Pascal VOC XML format that LabelImg reads and writes.
+
+Every source format parses into :class:`Annotation`, so the later stages (CSV, TFRecord,
+evaluation) only ever see one shape of data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from defusedxml import ElementTree as SafeET
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """One labelled object, in pixel coordinates of the image as stored on disk."""
+
+    label: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: bool = False
+    truncated: bool = False
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.xmax - self.xmin) * max(0.0, self.ymax - self.ymin)
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """All the boxes of one image, with the image size the annotation claims."""
+
+    filename: str
+    width: int
+    height: int
+    boxes: tuple[Box, ...] = field(default_factory=tuple)
+
+
+def _text(element: ET.Element, tag: str, source: Path) -> str:
+    found = element.find(tag)
+    if found is None or found.text is None or not found.text.strip():
+        raise AnnotationError(f"{source}: missing <{tag}>")
+    return found.text.strip()
+
+
+def _number(element: ET.Element, tag: str, source: Path) -> float:
+    raw = _text(element, tag, source)
+    try:
+        return float(raw)
+    except ValueError as err:
+        raise AnnotationError(f"{source}: <{tag}> is not a number: {raw!r}") from err
+
+
+def _flag(element: ET.Element, tag: str) -> bool:
+    found = element.find(tag)
+    return found is not None and (found.text or "").strip() in {"1", "true", "True"}
+
+
+def read_voc(path: Path) -> Annotation:
+    """Parse one Pascal VOC XML file.
+
+    defusedxml refuses entity expansion and external entities, so a hostile or broken file
+    fails with an :class:`AnnotationError` instead of exhausting memory.
+    """
+    try:
+        root = SafeET.parse(path).getroot()
+    except (ET.ParseError, SafeET.DefusedXmlException, OSError) as err:
+        raise AnnotationError(f"{path}: not a readable VOC XML file ({err})") from err
+    size = root.find("size")
+    if size is None:
+        raise AnnotationError(f"{path}: missing <size>")
+    boxes = []
+    for obj in root.iter("object"):
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise AnnotationError(f"{path}: <object> without <bndbox>")
+        boxes.append(
+            Box(
+                label=_text(obj, "name", path),
+                xmin=_number(bndbox, "xmin", path),
+                ymin=_number(bndbox, "ymin", path),
+                xmax=_number(bndbox, "xmax", path),
+                ymax=_number(bndbox, "ymax", path),
+                difficult=_flag(obj, "difficult"),
+                truncated=_flag(obj, "truncated"),
+            )
+        )
+    return Annotation(
+        filename=_text(root, "filename", path),
+        width=int(_number(size, "width", path)),
+        height=int(_number(size, "height", path)),
+        boxes=tuple(boxes),
+    )
+
+
+def write_voc(annotation: Annotation, path: Path) -> None:
+    """Write an annotation the way LabelImg saves it, so users can open it there."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = path.parent.name
+    ET.SubElement(root, "filename").text = annotation.filename
+    ET.SubElement(root, "path").text = annotation.filename
+    ET.SubElement(ET.SubElement(root, "source"), "database").text = "Unknown"
+    size = ET.SubElement(root, "size")
+    ET.SubElement(size, "width").text = str(annotation.width)
+    ET.SubElement(size, "height").text = str(annotation.height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(root, "segmented").text = "0"
+    for box in annotation.boxes:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = box.label
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = str(int(box.truncated))
+        ET.SubElement(obj, "difficult").text = str(int(box.difficult))
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag in ("xmin", "ymin", "xmax", "ymax"):
+            ET.SubElement(bndbox, tag).text = str(round(getattr(box, tag)))
+    ET.indent(root)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
+
+
+CSV_COLUMNS = ("filename", "width", "height", "xmin", "ymin", "xmax", "ymax", "class", "class_id")
+
+
+def to_csv_rows(annotations: list[Annotation], ids: dict[str, int]) -> list[dict]:
+    """One row per box, the layout the OD API tutorials' CSV-to-TFRecord scripts expect."""
+    return [
+        {
+            "filename": ann.filename,
+            "width": ann.width,
+            "height": ann.height,
+            "xmin": box.xmin,
+            "ymin": box.ymin,
+            "xmax": box.xmax,
+            "ymax": box.ymax,
+            "class": box.label,
+            "class_id": ids[box.label],
+        }
+        for ann in annotations
+        for box in ann.boxes
+    ]
+
+
+def annotation_to_dict(annotation: Annotation) -> dict:
+    return asdict(annotation)
+
+
+def annotation_from_dict(data: dict) -> Annotation:
+    return Annotation(
+        filename=data["filename"],
+        width=int(data["width"]),
+        height=int(data["height"]),
+        boxes=tuple(Box(**box) for box in data["boxes"]),
+    )

@@ -1,0 +1,24 @@
+"""Dataset manifests: every file with its sha256 and size, so a data change is visible."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(root: Path, source: str) -> dict:
+    """Describe every file under ``root`` (sorted, relative POSIX paths)."""
+    files = [
+        {"file": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for path in sorted(p for p in root.rglob("*") if p.is_file())
+    ]
+    return {"source": source, "num_files": len(files), "files": files}
+

@@ -1,0 +1,124 @@
+"""One start-up path for every stage: Hydra over params.yaml, logging, the stage's own params.
+
+A stage script is ``@stage("train") def main(cfg): ...``. The decorator makes it a Hydra app
+whose config is the composed ``params.yaml`` (so ``python stages/train.py train.num_steps=50``
+works by hand), and hands the function only ``paths`` plus the keys that ``dvc.yaml`` declares
+for that stage. Reading anything else raises, which keeps dvc.yaml's ``params`` honest: a value
+a stage uses but DVC does not track would silently go stale.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+PARAMS_FILE = "params.yaml"
+DVC_FILE = "dvc.yaml"
+CONF_DIR = "conf"
+_ABSENT = object()
+
+# Hydra's defaults write timestamped run folders and log files and may chdir: DVC cannot
+# track those and they litter the repo. Put first so that a user's own overrides still win.
+_HYDRA_IN_PLACE = (
+    "hydra.run.dir=.",
+    "hydra.output_subdir=null",
+    "hydra.job.chdir=false",
+    "hydra/job_logging=none",
+    "hydra/hydra_logging=none",
+)
+
+
+def declared_params(stage_name: str, dvc_yaml: Path) -> list[str]:
+    """The params.yaml keys that dvc.yaml lists for ``stage_name``."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    if stage_name not in stages:
+        raise KeyError(f"{dvc_yaml}: no stage named {stage_name!r}")
+    keys: list[str] = []
+    for entry in stages[stage_name].get("params", []):
+        if isinstance(entry, str):
+            keys.append(entry)
+        else:  # {other_file.yaml: [keys]}
+            for file_keys in entry.values():
+                keys.extend(file_keys)
+    return keys
+
+
+def select_keys(cfg: DictConfig, keys: list[str]) -> DictConfig:
+    """A struct-mode copy of ``cfg`` holding only ``paths`` and ``keys`` (dotted)."""
+    selected = OmegaConf.create({"paths": OmegaConf.to_container(cfg.paths, resolve=True)})
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+        if value is _ABSENT:
+            raise KeyError(f"dvc.yaml declares param {key!r}, which {PARAMS_FILE} does not have")
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        OmegaConf.update(selected, key, value, force_add=True)
+    OmegaConf.set_struct(selected, True)
+    OmegaConf.set_readonly(selected, True)
+    return selected
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+        force=True,
+    )
+    # TensorFlow's logger has a handler of its own, so each of its lines came out twice; the
+    # OD API also logs every layer it builds at INFO. Route it through ours, warnings only.
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.handlers.clear()
+    tf_logger.setLevel(logging.WARNING)
+
+
+def stage(stage_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:
+    """Decorate a stage's ``main(cfg)``; see the module docstring."""
+
+    def decorate(task: Callable[[DictConfig], None]) -> Callable[[], None]:
+        # stages/<name>.py lives one level below the project root; taking the root from the
+        # script (not from this package) keeps DVC's temporary experiment copies self-contained.
+        root = Path(inspect.getfile(task)).resolve().parents[1]
+
+        @functools.wraps(task)
+        def main() -> None:
+            sys.argv[1:1] = list(_HYDRA_IN_PLACE)
+
+            @hydra.main(config_path=str(root), config_name=Path(PARAMS_FILE).stem, version_base=None)
+            def app(cfg: DictConfig) -> None:
+                setup_logging()
+                logging.getLogger(f"odpipe.{stage_name}").info("stage %s starting", stage_name)
+                task(select_keys(cfg, declared_params(stage_name, root / DVC_FILE)))
+
+            app()
+
+        return main
+
+    return decorate
+
+
+def load_params(root: Path) -> DictConfig:
+    """The whole composed params.yaml, for code outside a stage (tracking, benchmarks)."""
+    return OmegaConf.load(root / PARAMS_FILE)
+
+
+def compose_params(root: Path, overrides: list[str], output: Path) -> None:
+    """Compose ``conf/`` into ``output`` with DVC's own function, so ``make params`` (for plain
+    ``dvc repro``) writes byte for byte what ``dvc exp run -S ...`` would."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(output, str(root / CONF_DIR), None, "config", str(root / ".dvc" / "hydra_plugins"), overrides)
+
+
+if __name__ == "__main__":  # python -m odpipe.runtime [override ...] -> params.yaml
+    _root = Path.cwd()
+    compose_params(_root, sys.argv[1:], _root / PARAMS_FILE)

@@ -1,0 +1,124 @@
+"""TFRecords in the schema the OD API's ``TfExampleDecoder`` reads.
+
+Images are passed through as their original encoded bytes: decoding and re-encoding a JPEG
+would lose quality and make the record differ from the file the user labelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+from object_detection.data_decoders import tf_example_decoder
+
+from odpipe import tfcompat  # noqa: F401  (tf-slim bridge, needed by the decoder)
+
+IMAGE_FORMATS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png"}
+
+
+@dataclass(frozen=True)
+class ImageBoxes:
+    """What one tf.train.Example holds: an image file and its boxes in pixels."""
+
+    filename: str
+    width: int
+    height: int
+    boxes: tuple[tuple[float, float, float, float], ...]  # xmin, ymin, xmax, ymax
+    labels: tuple[int, ...]
+    texts: tuple[str, ...]
+
+
+def group_csv_rows(rows: Iterable[dict]) -> list[ImageBoxes]:
+    """Collapse the one-row-per-box CSV into one record per image, in first-seen order."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["filename"], []).append(row)
+    return [
+        ImageBoxes(
+            filename=name,
+            width=int(group[0]["width"]),
+            height=int(group[0]["height"]),
+            boxes=tuple((float(r["xmin"]), float(r["ymin"]), float(r["xmax"]), float(r["ymax"])) for r in group),
+            labels=tuple(int(r["class_id"]) for r in group),
+            texts=tuple(r["class"] for r in group),
+        )
+        for name, group in grouped.items()
+    ]
+
+
+def image_format(encoded: bytes, name: str) -> str:
+    for magic, fmt in IMAGE_FORMATS.items():
+        if encoded.startswith(magic):
+            return fmt
+    raise ValueError(f"{name}: only JPEG and PNG can go into a TFRecord as they are")
+
+
+def _bytes(values: list[bytes]) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _floats(values: list[float]) -> tf.train.Feature:
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def _ints(values: list[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def make_example(record: ImageBoxes, encoded: bytes) -> tf.train.Example:
+    """One Example; box coordinates normalised to [0, 1] as the decoder expects."""
+    w, h = float(record.width), float(record.height)
+    xmins, ymins, xmaxs, ymaxs = zip(*record.boxes) if record.boxes else ((), (), (), ())
+    feature = {
+        "image/encoded": _bytes([encoded]),
+        "image/format": _bytes([image_format(encoded, record.filename).encode()]),
+        "image/filename": _bytes([record.filename.encode()]),
+        "image/source_id": _bytes([record.filename.encode()]),
+        "image/key/sha256": _bytes([hashlib.sha256(encoded).hexdigest().encode()]),
+        "image/height": _ints([record.height]),
+        "image/width": _ints([record.width]),
+        "image/object/bbox/xmin": _floats([x / w for x in xmins]),
+        "image/object/bbox/ymin": _floats([y / h for y in ymins]),
+        "image/object/bbox/xmax": _floats([x / w for x in xmaxs]),
+        "image/object/bbox/ymax": _floats([y / h for y in ymaxs]),
+        "image/object/class/label": _ints(list(record.labels)),
+        "image/object/class/text": _bytes([t.encode() for t in record.texts]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def shard_paths(out_dir: Path, split: str, num_shards: int) -> list[Path]:
+    return [out_dir / f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+
+
+def shard_pattern(out_dir: Path | str, split: str) -> str:
+    """The glob the OD API's input reader expands to find every shard of a split."""
+    return f"{out_dir}/{split}-?????-of-?????.tfrecord"
+
+
+def write_tfrecords(records: list[ImageBoxes], image_root: Path, out_dir: Path, split: str, num_shards: int) -> list[Path]:
+    """Round-robin the examples over ``num_shards`` files, so shards are equally sized."""
+    if num_shards < 1:
+        raise ValueError(f"tfrecord.num_shards must be >= 1, got {num_shards}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = shard_paths(out_dir, split, num_shards)
+    writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
+    try:
+        for index, record in enumerate(records):
+            encoded = (image_root / record.filename).read_bytes()
+            writers[index % num_shards].write(make_example(record, encoded).SerializeToString())
+    finally:
+        for writer in writers:
+            writer.close()
+    return paths
+
+
+def read_examples(pattern: str) -> Iterator[dict]:
+    """Decode every record of a split with the OD API's own decoder (as training will)."""
+    decoder = tf_example_decoder.TfExampleDecoder()
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        for serialized in tf.data.TFRecordDataset(path):
+            yield {key: value.numpy() for key, value in decoder.decode(serialized).items()}

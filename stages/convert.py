@@ -1,0 +1,26 @@
+"""convert: cleaned annotations of each split to one CSV per split, plus label_map.pbtxt."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from odpipe.annotations import CSV_COLUMNS, annotation_from_dict, to_csv_rows
+from odpipe.files import fresh_dir, read_jsonl, write_csv
+from odpipe.label_map import class_ids, write_label_map
+from odpipe.runtime import stage
+from odpipe.splitting import SPLITS
+
+
+@stage("convert")
+def main(cfg: DictConfig) -> None:
+    classes = list(cfg.dataset.classes)
+    out = fresh_dir(cfg.paths.convert)
+    ids = class_ids(classes)
+    for split in SPLITS:
+        annotations = [annotation_from_dict(row) for row in read_jsonl(Path(cfg.paths.clean_split) / f"{split}.jsonl")]
+        write_csv(to_csv_rows(annotations, ids), CSV_COLUMNS, out / f"{split}.csv")
+    write_label_map(classes, Path(cfg.paths.label_map))
+
+
+if __name__ == "__main__":
+    main()

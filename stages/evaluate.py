@@ -1,0 +1,41 @@
+"""evaluate: the exported model over a split, COCO box metrics to DVC and MLflow."""
+
+import logging
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from odpipe.evaluation import coco_detections, coco_ground_truth, coco_metrics, detect, load_detector
+from odpipe.export import LABEL_MAP_NAME
+from odpipe.files import read_csv, write_json
+from odpipe.label_map import read_label_map
+from odpipe.runtime import stage
+from odpipe.tfrecord import group_csv_rows
+from odpipe.tracking import flatten, log_artifacts, log_metrics, read_run_id, resolve_tracking_uri, run_for_evaluation, run_status
+
+log = logging.getLogger(__name__)
+
+
+@stage("evaluate")
+def main(cfg: DictConfig) -> None:
+    export_dir, raw = Path(cfg.paths.export), Path(cfg.paths.raw)
+    records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv"))
+    detector = load_detector(export_dir)
+    detections = [detect(detector, (raw / r.filename).read_bytes(), cfg.evaluate.min_score) for r in records]
+    ground_truth = coco_ground_truth(records, read_label_map(export_dir / LABEL_MAP_NAME))
+    metrics, summary = coco_metrics(ground_truth, coco_detections(detections))
+    log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)
+    report = {**metrics, "num_images": len(records), "num_detections": sum(map(len, detections))}
+    write_json(report, cfg.paths.evaluate_report)
+
+    client = MlflowClient(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
+    params = flatten({"evaluate": OmegaConf.to_container(cfg.evaluate)})
+    run_id = run_for_evaluation(client, read_run_id(Path(cfg.paths.mlflow_run)), params, cfg.mlflow.experiment_name, Path.cwd())
+    with run_status(client, run_id):
+        log_metrics(client, run_id, report)
+        log_artifacts(client, run_id, [Path(cfg.paths.evaluate_report)])
+
+
+if __name__ == "__main__":
+    main()
