@@ -1,0 +1,40 @@
+"""Quality bar: the default pipeline on the built-in data, from scratch, in a clean copy.
+
+Prints the test-split mAP@.5 and mAP@[.5:.95], the wall time of every stage, and whether the
+bar is met (mAP@.5 >= 0.7 and mAP@[.5:.95] >= 0.45 with at most 20 minutes of training).
+Usage: python benchmarks/quality.py [hydra overrides ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from odpipe.project import copy_project, repro_timed
+from odpipe.runtime import PARAMS_FILE, compose_params
+
+ROOT = Path(__file__).resolve().parents[1]
+BAR = {"map_50": 0.7, "map": 0.45}
+MAX_TRAIN_SECONDS = 20 * 60
+
+
+def main(overrides: list[str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="odpipe-quality-") as tmp:
+        work = copy_project(ROOT, Path(tmp) / "project")
+        compose_params(work, overrides, work / PARAMS_FILE)
+        seconds = repro_timed(work)
+        metrics = json.loads((work / "reports" / "evaluate.json").read_text())
+    print("stage wall times:")
+    for name, secs in seconds.items():
+        print(f"  {name:16s} {secs:8.1f} s")
+    print(f"test mAP@.5        {metrics['map_50']:.3f}   (bar {BAR['map_50']})")
+    print(f"test mAP@[.5:.95]  {metrics['map']:.3f}   (bar {BAR['map']})")
+    passed = all(metrics[k] >= v for k, v in BAR.items()) and seconds["train"] <= MAX_TRAIN_SECONDS
+    print("quality bar:", "PASSED" if passed else "NOT MET")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
