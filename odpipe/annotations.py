@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -74,7 +75,7 @@ def read_voc(path: Path) -> Annotation:
     """
     try:
         root = SafeET.parse(path).getroot()
-    except (ET.ParseError, SafeET.DefusedXmlException, OSError) as err:
+    except (ET.ParseError, DefusedXmlException, OSError) as err:
         raise AnnotationError(f"{path}: not a readable VOC XML file ({err})") from err
     size = root.find("size")
     if size is None:

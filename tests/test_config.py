@@ -1,0 +1,59 @@
+"""conf/ is the single source of truth: params.yaml is its composition, every group composes,
+and each stage is handed only what dvc.yaml declares for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError
+
+from odpipe.project import stage_names
+from odpipe.runtime import PARAMS_FILE, compose_params, declared_params, load_params, select_keys
+
+from .conftest import ROOT
+
+
+def test_committed_params_yaml_is_the_fresh_composition_of_conf(tmp_path: Path) -> None:
+    compose_params(ROOT, [], tmp_path / PARAMS_FILE)
+    assert (ROOT / PARAMS_FILE).read_text() == (tmp_path / PARAMS_FILE).read_text(), (
+        "params.yaml is stale: run `make params`"
+    )
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{group}={p.stem}" for group in ("dataset", "model", "experiment") for p in sorted((ROOT / "conf" / group).glob("*.yaml"))],
+)
+def test_every_config_group_option_composes(override: str, tmp_path: Path) -> None:
+    compose_params(ROOT, [override], tmp_path / PARAMS_FILE)
+    cfg = OmegaConf.load(tmp_path / PARAMS_FILE)
+    for name in stage_names(ROOT):
+        select_keys(cfg, declared_params(name, ROOT / "dvc.yaml"))
+
+
+def test_stage_config_refuses_undeclared_keys() -> None:
+    cfg = select_keys(load_params(ROOT), declared_params("evaluate", ROOT / "dvc.yaml"))
+    assert cfg.evaluate.split == "test"
+    assert cfg.paths.export
+    with pytest.raises(ConfigAttributeError):
+        _ = cfg.train
+
+
+def test_declaring_a_missing_param_is_an_error() -> None:
+    with pytest.raises(KeyError, match="no_such_key"):
+        select_keys(load_params(ROOT), ["train.no_such_key"])
+
+
+def test_every_stage_has_a_script_listed_as_a_dependency() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == [
+        "ingest", "clean_split", "convert", "tfrecord", "pipeline_config", "train", "export", "evaluate"
+    ]
+    for name, stage in stages.items():
+        script = f"stages/{name}.py"
+        assert stage["cmd"] == f"python {script}"
+        assert script in stage["deps"]
+        assert (ROOT / script).exists()

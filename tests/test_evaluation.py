@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from odpipe.evaluation import COCO_STATS, Detection, coco_detections, coco_ground_truth, coco_metrics
+from odpipe.tfrecord import ImageBoxes
+
+RECORDS = [
+    ImageBoxes("a.jpg", 100, 80, ((10, 10, 50, 40), (60, 20, 90, 70)), (1, 2), ("circle", "square")),
+    ImageBoxes("b.jpg", 120, 120, ((5, 5, 100, 100),), (3,), ("triangle",)),
+]
+CATEGORIES = {1: "circle", 2: "square", 3: "triangle"}
+
+
+def _perfect() -> list[list[Detection]]:
+    return [[Detection(label, 0.9, *box) for box, label in zip(r.boxes, r.labels)] for r in RECORDS]
+
+
+def test_perfect_detections_score_one() -> None:
+    metrics, table = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(_perfect()))
+    assert set(metrics) == set(COCO_STATS)
+    assert metrics["map"] == pytest.approx(1.0)
+    assert metrics["map_50"] == pytest.approx(1.0)
+    assert metrics["ar_100"] == pytest.approx(1.0)
+    assert "Average Precision" in table
+
+
+def test_wrong_class_or_misplaced_boxes_score_low() -> None:
+    wrong = [[Detection(3 if d.class_id != 3 else 1, d.score, d.xmin, d.ymin, d.xmax, d.ymax) for d in ds] for ds in _perfect()]
+    metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(wrong))
+    assert metrics["map"] == pytest.approx(0.0)
+    shifted = [[Detection(d.class_id, d.score, d.xmin + 30, d.ymin, d.xmax + 30, d.ymax) for d in ds] for ds in _perfect()]
+    metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(shifted))
+    assert metrics["map_50"] < 0.5
+
+
+def test_no_detections_at_all_is_zero_not_a_crash() -> None:
+    metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), [])
+    assert metrics["map"] == 0.0 and metrics["ar_100"] == 0.0

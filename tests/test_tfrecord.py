@@ -1,0 +1,63 @@
+"""TFRecords are read back with the OD API's own decoder and must match the CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from odpipe.annotations import CSV_COLUMNS, to_csv_rows
+from odpipe.cleaning import clean_voc_folder
+from odpipe.files import read_csv, write_csv
+from odpipe.label_map import class_ids
+from odpipe.synthetic import generate
+from odpipe.tfrecord import group_csv_rows, read_examples, shard_pattern, write_tfrecords
+
+from .conftest import CLASSES
+
+
+@pytest.fixture
+def csv_rows(spec, tmp_path: Path) -> list[dict]:
+    generate(spec, tmp_path / "raw")
+    kept = clean_voc_folder(tmp_path / "raw", CLASSES).kept
+    write_csv(to_csv_rows([s.annotation for s in kept], class_ids(CLASSES)), CSV_COLUMNS, tmp_path / "train.csv")
+    return read_csv(tmp_path / "train.csv")
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_decoded_records_match_the_csv_and_the_original_bytes(csv_rows, tmp_path: Path, num_shards: int) -> None:
+    records = group_csv_rows(csv_rows)
+    paths = write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", num_shards)
+    assert len(paths) == num_shards and all(p.stat().st_size > 0 for p in paths)
+
+    decoded = {ex["filename"].decode(): ex for ex in read_examples(shard_pattern(tmp_path / "tf", "train"))}
+    assert set(decoded) == {r.filename for r in records}
+    for record in records:
+        example = decoded[record.filename]
+        expected = np.array([[y0 / record.height, x0 / record.width, y1 / record.height, x1 / record.width]
+                             for x0, y0, x1, y1 in record.boxes])
+        np.testing.assert_allclose(example["groundtruth_boxes"], expected, rtol=1e-6)
+        assert list(example["groundtruth_classes"]) == list(record.labels)
+        assert example["image"].shape == (record.height, record.width, 3)
+        assert (0 <= example["groundtruth_boxes"]).all() and (example["groundtruth_boxes"] <= 1).all()
+
+
+def test_image_bytes_are_passed_through_unchanged(csv_rows, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    records = group_csv_rows(csv_rows)
+    write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", 1)
+    for serialized in tf.data.TFRecordDataset(str(tmp_path / "tf" / "train-00000-of-00001.tfrecord")):
+        example = tf.train.Example.FromString(serialized.numpy())
+        feature = example.features.feature
+        name = feature["image/filename"].bytes_list.value[0].decode()
+        assert feature["image/encoded"].bytes_list.value[0] == (tmp_path / "raw" / name).read_bytes()
+        assert feature["image/format"].bytes_list.value[0] == b"jpeg"
+
+
+def test_non_jpeg_png_images_are_refused_by_name(csv_rows, tmp_path: Path) -> None:
+    records = group_csv_rows(csv_rows)
+    (tmp_path / "raw" / records[0].filename).write_bytes(b"BM not a jpeg")
+    with pytest.raises(ValueError, match=records[0].filename):
+        write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", 1)
