@@ -2,30 +2,40 @@
 
 Prints the test-split mAP@.5 and mAP@[.5:.95], the wall time of every stage, and whether the
 bar is met (mAP@.5 >= 0.7 and mAP@[.5:.95] >= 0.45 with at most 20 minutes of training).
-Usage: python benchmarks/quality.py [hydra overrides ...]
+Usage: python benchmarks/quality.py [--keep] [hydra overrides ...]
+(--keep leaves the work copy in place to inspect the model and the MLflow run.)
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from odpipe.project import copy_project, repro_timed
-from odpipe.runtime import PARAMS_FILE, compose_params
+from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = {"map_50": 0.7, "map": 0.45}
 MAX_TRAIN_SECONDS = 20 * 60
 
 
-def main(overrides: list[str]) -> int:
-    with tempfile.TemporaryDirectory(prefix="odpipe-quality-") as tmp:
-        work = copy_project(ROOT, Path(tmp) / "project")
+def main(args: list[str]) -> int:
+    keep = "--keep" in args
+    overrides = [a for a in args if a != "--keep"]
+    tmp = Path(tempfile.mkdtemp(prefix="odpipe-quality-"))
+    try:
+        work = copy_project(ROOT, tmp / "project")
         compose_params(work, overrides, work / PARAMS_FILE)
         seconds = repro_timed(work)
-        metrics = json.loads((work / "reports" / "evaluate.json").read_text())
+        metrics = json.loads((work / load_params(work).paths.evaluate_report).read_text())
+    finally:
+        if keep:
+            print(f"work copy kept at {tmp / 'project'}")
+        else:
+            shutil.rmtree(tmp)
     print("stage wall times:")
     for name, secs in seconds.items():
         print(f"  {name:16s} {secs:8.1f} s")

@@ -73,7 +73,11 @@ def clean_boxes(
     issues = []
     if (annotation.width, annotation.height) != (width, height):
         issues.append(
-            Issue(name, "size_mismatch", f"annotation says {annotation.width}x{annotation.height}, image is {width}x{height}")
+            Issue(
+                name,
+                "size_mismatch",
+                f"annotation says {annotation.width}x{annotation.height}, image is {width}x{height}",
+            )
         )
     boxes = []
     for box in annotation.boxes:
@@ -82,9 +86,15 @@ def clean_boxes(
             continue
         clipped = clip_box(box, width, height)
         if clipped is None:
-            issues.append(Issue(name, "box_empty", f"box {box.xmin},{box.ymin},{box.xmax},{box.ymax} has no area inside the image"))
+            issues.append(
+                Issue(
+                    name, "box_empty", f"box {box.xmin},{box.ymin},{box.xmax},{box.ymax} has no area inside the image"
+                )
+            )
         elif clipped != box:
-            issues.append(Issue(name, "box_clipped", f"box {box.xmin},{box.ymin},{box.xmax},{box.ymax} clipped to the image"))
+            issues.append(
+                Issue(name, "box_clipped", f"box {box.xmin},{box.ymin},{box.xmax},{box.ymax} clipped to the image")
+            )
             boxes.append(clipped)
         else:
             boxes.append(box)
@@ -98,7 +108,9 @@ def clean_voc_folder(root: Path, classes: Sequence[str]) -> CleanResult:
     image_keys = {p.with_suffix("") for p in images}
     for xml in sorted(root.rglob("*.xml")):
         if xml.with_suffix("") not in image_keys:
-            result.dropped.append(Issue(xml.relative_to(root).as_posix(), "image_missing", "annotation without an image"))
+            result.dropped.append(
+                Issue(xml.relative_to(root).as_posix(), "image_missing", "annotation without an image")
+            )
     for path in images:
         name = path.relative_to(root).as_posix()
         xml = path.with_suffix(".xml")

@@ -61,8 +61,10 @@ def detect(detector, encoded: bytes, min_score: float = 0.0) -> list[Detection]:
     classes = outputs["detection_classes"][0][:count].numpy().astype(int)
     scores = outputs["detection_scores"][0][:count].numpy()
     return [
-        Detection(int(c), float(s), float(b[1] * width), float(b[0] * height), float(b[3] * width), float(b[2] * height))
-        for b, c, s in zip(boxes, classes, scores)
+        Detection(
+            int(c), float(s), float(b[1] * width), float(b[0] * height), float(b[3] * width), float(b[2] * height)
+        )
+        for b, c, s in zip(boxes, classes, scores, strict=True)
         if s >= min_score
     ]
 
@@ -75,7 +77,7 @@ def coco_ground_truth(records: Sequence[ImageBoxes], categories: dict[int, str])
     images, annotations = [], []
     for image_id, record in enumerate(records, start=1):
         images.append({"id": image_id, "file_name": record.filename, "width": record.width, "height": record.height})
-        for box, label in zip(record.boxes, record.labels):
+        for box, label in zip(record.boxes, record.labels, strict=True):
             xywh = _xywh(*box)
             annotations.append(
                 {
@@ -97,7 +99,12 @@ def coco_ground_truth(records: Sequence[ImageBoxes], categories: dict[int, str])
 def coco_detections(detections: Sequence[Sequence[Detection]]) -> list[dict]:
     """Detections of image i (0-based) under COCO image id i + 1, as in coco_ground_truth."""
     return [
-        {"image_id": image_id, "category_id": d.class_id, "bbox": _xywh(d.xmin, d.ymin, d.xmax, d.ymax), "score": d.score}
+        {
+            "image_id": image_id,
+            "category_id": d.class_id,
+            "bbox": _xywh(d.xmin, d.ymin, d.xmax, d.ymax),
+            "score": d.score,
+        }
         for image_id, image_detections in enumerate(detections, start=1)
         for d in image_detections
     ]
@@ -120,6 +127,6 @@ def coco_metrics(ground_truth: dict, detections: list[dict]) -> tuple[dict[str, 
         evaluator.accumulate()
         evaluator.summarize()
     # pycocotools reports -1 where a metric has no ground truth (e.g. no small objects).
-    stats = {name: float(value) for name, value in zip(COCO_STATS, np.asarray(evaluator.stats))}
+    stats = {name: float(value) for name, value in zip(COCO_STATS, np.asarray(evaluator.stats), strict=True)}
     table = "\n".join(line for line in summary.getvalue().splitlines() if line.startswith(" Average"))
     return stats, table

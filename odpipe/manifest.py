@@ -21,4 +21,3 @@ def build_manifest(root: Path, source: str) -> dict:
         for path in sorted(p for p in root.rglob("*") if p.is_file())
     ]
     return {"source": source, "num_files": len(files), "files": files}
-

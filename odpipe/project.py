@@ -3,8 +3,10 @@ benchmarks (which must neither disturb nor reuse the user's workspace and caches
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,8 +35,13 @@ def copy_project(src: Path, dst: Path) -> Path:
 
 
 def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """``dvc <args>`` in ``root``; raises with DVC's own output when it fails."""
-    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True, timeout=timeout)
+    """``dvc <args>`` in ``root``; raises with DVC's own output when it fails.
+
+    The running interpreter's folder goes first on PATH: the stages' ``python`` and ``dvc``
+    itself must be the ones of this environment, activated or not.
+    """
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {root}:\n{proc.stdout}\n{proc.stderr}")
     return proc

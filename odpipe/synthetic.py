@@ -118,8 +118,7 @@ def _place_boxes(
         y0 = int(rng.integers(0, height - h + 1))
         box = (x0, y0, x0 + w, y0 + h)
         if all(
-            _overlap(box, other) <= spec.max_overlap and _overlap(other, box) <= spec.max_overlap
-            for other in boxes
+            _overlap(box, other) <= spec.max_overlap and _overlap(other, box) <= spec.max_overlap for other in boxes
         ):
             boxes.append(box)
     return boxes

@@ -71,7 +71,7 @@ def _ints(values: list[int]) -> tf.train.Feature:
 def make_example(record: ImageBoxes, encoded: bytes) -> tf.train.Example:
     """One Example; box coordinates normalised to [0, 1] as the decoder expects."""
     w, h = float(record.width), float(record.height)
-    xmins, ymins, xmaxs, ymaxs = zip(*record.boxes) if record.boxes else ((), (), (), ())
+    xmins, ymins, xmaxs, ymaxs = zip(*record.boxes, strict=True) if record.boxes else ((), (), (), ())
     feature = {
         "image/encoded": _bytes([encoded]),
         "image/format": _bytes([image_format(encoded, record.filename).encode()]),
@@ -99,7 +99,9 @@ def shard_pattern(out_dir: Path | str, split: str) -> str:
     return f"{out_dir}/{split}-?????-of-?????.tfrecord"
 
 
-def write_tfrecords(records: list[ImageBoxes], image_root: Path, out_dir: Path, split: str, num_shards: int) -> list[Path]:
+def write_tfrecords(
+    records: list[ImageBoxes], image_root: Path, out_dir: Path, split: str, num_shards: int
+) -> list[Path]:
     """Round-robin the examples over ``num_shards`` files, so shards are equally sized."""
     if num_shards < 1:
         raise ValueError(f"tfrecord.num_shards must be >= 1, got {num_shards}")

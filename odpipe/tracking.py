@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
@@ -32,7 +31,7 @@ def resolve_tracking_uri(configured: str, root: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((root / uri[len(prefix):]).resolve())
+        return prefix + str((root / uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -79,7 +78,13 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         client.log_batch(run_id, metrics=items[start : start + MAX_BATCH])
 
 
-def create_run(client: MlflowClient, experiment_name: str, root: Path, params: Mapping[str, str], extra_tags: Mapping[str, str] | None = None) -> str:
+def create_run(
+    client: MlflowClient,
+    experiment_name: str,
+    root: Path,
+    params: Mapping[str, str],
+    extra_tags: Mapping[str, str] | None = None,
+) -> str:
     """A new run in ``experiment_name`` (created if needed), named after the DVC experiment."""
     experiment = client.get_experiment_by_name(experiment_name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)

@@ -12,7 +12,15 @@ from odpipe.files import read_csv, write_json
 from odpipe.label_map import read_label_map
 from odpipe.runtime import stage
 from odpipe.tfrecord import group_csv_rows
-from odpipe.tracking import flatten, log_artifacts, log_metrics, read_run_id, resolve_tracking_uri, run_for_evaluation, run_status
+from odpipe.tracking import (
+    flatten,
+    log_artifacts,
+    log_metrics,
+    read_run_id,
+    resolve_tracking_uri,
+    run_for_evaluation,
+    run_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,9 @@ def main(cfg: DictConfig) -> None:
 
     client = MlflowClient(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
     params = flatten({"evaluate": OmegaConf.to_container(cfg.evaluate)})
-    run_id = run_for_evaluation(client, read_run_id(Path(cfg.paths.mlflow_run)), params, cfg.mlflow.experiment_name, Path.cwd())
+    run_id = run_for_evaluation(
+        client, read_run_id(Path(cfg.paths.mlflow_run)), params, cfg.mlflow.experiment_name, Path.cwd()
+    )
     with run_status(client, run_id):
         log_metrics(client, run_id, report)
         log_artifacts(client, run_id, [Path(cfg.paths.evaluate_report)])

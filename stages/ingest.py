@@ -7,15 +7,13 @@ from omegaconf import DictConfig
 from odpipe.files import fresh_dir, write_json
 from odpipe.manifest import build_manifest
 from odpipe.runtime import stage
-from odpipe.synthetic import SyntheticSpec, generate
+from odpipe.sources import ingest
 
 
 @stage("ingest")
 def main(cfg: DictConfig) -> None:
-    if cfg.dataset.source != "synthetic":
-        raise ValueError(f"dataset.source {cfg.dataset.source!r} is not supported; use 'synthetic'")
     raw = fresh_dir(cfg.paths.raw)
-    generate(SyntheticSpec.from_config(cfg.dataset), raw)
+    ingest(cfg.dataset, raw)
     write_json(build_manifest(raw, cfg.dataset.source), Path(cfg.paths.manifest))
 
 

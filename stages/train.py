@@ -10,7 +10,15 @@ from omegaconf import DictConfig, OmegaConf
 from odpipe.files import fresh_dir, write_csv
 from odpipe.pipeline_config import load_pipeline
 from odpipe.runtime import stage
-from odpipe.tracking import create_run, flatten, log_artifacts, log_metrics, resolve_tracking_uri, run_status, write_run_file
+from odpipe.tracking import (
+    create_run,
+    flatten,
+    log_artifacts,
+    log_metrics,
+    resolve_tracking_uri,
+    run_status,
+    write_run_file,
+)
 from odpipe.training import Progress, check_schedule, train
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ CATEGORIES = {1: "circle", 2: "square", 3: "triangle"}
 
 
 def _perfect() -> list[list[Detection]]:
-    return [[Detection(label, 0.9, *box) for box, label in zip(r.boxes, r.labels)] for r in RECORDS]
+    return [[Detection(label, 0.9, *box) for box, label in zip(r.boxes, r.labels, strict=True)] for r in RECORDS]
 
 
 def test_perfect_detections_score_one() -> None:
@@ -26,10 +26,15 @@ def test_perfect_detections_score_one() -> None:
 
 
 def test_wrong_class_or_misplaced_boxes_score_low() -> None:
-    wrong = [[Detection(3 if d.class_id != 3 else 1, d.score, d.xmin, d.ymin, d.xmax, d.ymax) for d in ds] for ds in _perfect()]
+    wrong = [
+        [Detection(3 if d.class_id != 3 else 1, d.score, d.xmin, d.ymin, d.xmax, d.ymax) for d in ds]
+        for ds in _perfect()
+    ]
     metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(wrong))
     assert metrics["map"] == pytest.approx(0.0)
-    shifted = [[Detection(d.class_id, d.score, d.xmin + 30, d.ymin, d.xmax + 30, d.ymax) for d in ds] for ds in _perfect()]
+    shifted = [
+        [Detection(d.class_id, d.score, d.xmin + 30, d.ymin, d.xmax + 30, d.ymax) for d in ds] for ds in _perfect()
+    ]
     metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(shifted))
     assert metrics["map_50"] < 0.5
 

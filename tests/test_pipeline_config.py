@@ -13,9 +13,17 @@ BASE = ROOT / "conf" / "model" / "base" / "ssd_mobilenet_v2_small.config"
 
 def _settings(**changes) -> PipelineSettings:
     values = dict(
-        num_classes=5, image_size=96, batch_size=4, num_steps=300, learning_rate=0.05, warmup_steps=50,
-        max_detections=20, nms_iou_threshold=0.5, label_map_path="lm.pbtxt",
-        train_input="tf/train-?????-of-?????.tfrecord", eval_input="tf/val-?????-of-?????.tfrecord",
+        num_classes=5,
+        image_size=96,
+        batch_size=4,
+        num_steps=300,
+        learning_rate=0.05,
+        warmup_steps=50,
+        max_detections=20,
+        nms_iou_threshold=0.5,
+        label_map_path="lm.pbtxt",
+        train_input="tf/train-?????-of-?????.tfrecord",
+        eval_input="tf/val-?????-of-?????.tfrecord",
     )
     values.update(changes)
     return PipelineSettings(**values)
@@ -39,7 +47,9 @@ def test_settings_land_in_the_proto_and_the_model_builds(tmp_path: Path) -> None
 
 
 def test_warmup_never_exceeds_the_run_and_checkpoint_is_set_when_given() -> None:
-    config = apply_settings(load_pipeline(BASE), _settings(num_steps=20, warmup_steps=300, fine_tune_checkpoint="m/ckpt-0"))
+    config = apply_settings(
+        load_pipeline(BASE), _settings(num_steps=20, warmup_steps=300, fine_tune_checkpoint="m/ckpt-0")
+    )
     cosine = config.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
     assert cosine.warmup_steps == 20
     assert config.train_config.fine_tune_checkpoint == "m/ckpt-0"

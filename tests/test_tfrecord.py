@@ -35,8 +35,12 @@ def test_decoded_records_match_the_csv_and_the_original_bytes(csv_rows, tmp_path
     assert set(decoded) == {r.filename for r in records}
     for record in records:
         example = decoded[record.filename]
-        expected = np.array([[y0 / record.height, x0 / record.width, y1 / record.height, x1 / record.width]
-                             for x0, y0, x1, y1 in record.boxes])
+        expected = np.array(
+            [
+                [y0 / record.height, x0 / record.width, y1 / record.height, x1 / record.width]
+                for x0, y0, x1, y1 in record.boxes
+            ]
+        )
         np.testing.assert_allclose(example["groundtruth_boxes"], expected, rtol=1e-6)
         assert list(example["groundtruth_classes"]) == list(record.labels)
         assert example["image"].shape == (record.height, record.width, 3)

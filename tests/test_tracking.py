@@ -26,11 +26,15 @@ def test_relative_sqlite_is_taken_from_the_project_root_and_env_wins(tmp_path: P
 
 def test_flatten_nested_params() -> None:
     assert flatten({"train": {"lr": 0.1, "sched": {"warmup": 5}}, "x": [1, 2]}) == {
-        "train.lr": "0.1", "train.sched.warmup": "5", "x": "[1, 2]"
+        "train.lr": "0.1",
+        "train.sched.warmup": "5",
+        "x": "[1, 2]",
     }
 
 
-def test_evaluate_reuses_the_training_run_then_links_a_new_one(client: MlflowClient, tmp_path: Path, monkeypatch) -> None:
+def test_evaluate_reuses_the_training_run_then_links_a_new_one(
+    client: MlflowClient, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("DVC_EXP_NAME", "exp-abc")
     train_run = create_run(client, "odpipe-test", tmp_path, {"train.lr": "0.1"})
     run = client.get_run(train_run)

@@ -1,0 +1,44 @@
+# odpipe's entry points. `make repro` and `make test` are all a fresh machine needs:
+# each creates .venv on first use and reuses it afterwards.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help env params repro test bench lint format mlflow-ui
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+env: $(STAMP)  ## create the virtual environment (once)
+
+# The OD API's PyPI package pins versions that conflict with TF 2.15, so it goes in without
+# its dependencies; pyproject.toml lists what it really needs, constraints.txt pins them all.
+$(STAMP): pyproject.toml constraints.txt
+	python3.11 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-deps tf-object-detection-api==0.1
+	touch $(STAMP)
+
+params: $(STAMP)  ## compose conf/ into params.yaml (OVERRIDES="train.num_steps=200 ...")
+	$(PY) -m odpipe.runtime $(OVERRIDES)
+
+repro: $(STAMP)  ## run the whole pipeline on the built-in data
+	dvc repro
+
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest
+
+bench: $(STAMP)  ## quality bar: default pipeline from scratch, test mAP and stage times
+	$(PY) benchmarks/quality.py
+
+lint: $(STAMP)  ## ruff lint and format check
+	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	ruff check --fix odpipe stages tests benchmarks && ruff format odpipe stages tests benchmarks
+
+mlflow-ui: $(STAMP)  ## browse runs at http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -1,0 +1,43 @@
+"""Where a dataset comes from: generated (synthetic) or a LabelImg folder on disk (local)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from odpipe.annotations import IMAGE_SUFFIXES
+from odpipe.synthetic import SyntheticSpec, generate
+
+ANNOTATION_SUFFIXES = (".xml",)
+
+
+def copy_local(src: Path, dst: Path) -> int:
+    """Copy every image and annotation under ``src`` into ``dst``, keeping sub-folders.
+
+    Other files (notes, thumbnails, .DS_Store) stay behind: they are not data. Returns how
+    many files were copied.
+    """
+    if not src.is_dir():
+        raise FileNotFoundError(f"dataset.path {src} is not a folder")
+    count = 0
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + ANNOTATION_SUFFIXES:
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            count += 1
+    if not count:
+        raise FileNotFoundError(f"dataset.path {src} holds no images or annotations")
+    return count
+
+
+def ingest(dataset: Mapping, dst: Path) -> None:
+    """Fill ``dst`` from the configured source."""
+    source = dataset["source"]
+    if source == "synthetic":
+        generate(SyntheticSpec.from_config(dataset), dst)
+    elif source == "local":
+        copy_local(Path(dataset["path"]).expanduser(), dst)
+    else:
+        raise ValueError(f"dataset.source {source!r} is not supported; use 'synthetic' or 'local'")
