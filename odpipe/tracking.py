@@ -27,11 +27,16 @@ DVC_EXP_TAG = "dvc.exp_name"
 
 def resolve_tracking_uri(configured: str, root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` wins; a relative sqlite path is taken from the project root,
-    so every stage (and the MLflow UI started there) sees the same store."""
+    so every stage (and the MLflow UI started there) sees the same store.
+
+    Queued DVC experiments run in temporary copies of the repo, where a relative store would
+    vanish with the copy; DVC then sets ``DVC_ROOT`` to the real project, which we use instead.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((root / uri[len(prefix) :]).resolve())
+        base = Path(os.environ.get("DVC_ROOT") or root)
+        return prefix + str((base / uri[len(prefix) :]).resolve())
     return uri
 
 

@@ -13,13 +13,17 @@ from odpipe.tracking import TRAIN_RUN_TAG, create_run, flatten, resolve_tracking
 @pytest.fixture
 def client(tmp_path: Path, monkeypatch) -> MlflowClient:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     return MlflowClient(resolve_tracking_uri("sqlite:///mlflow.db", tmp_path))
 
 
 def test_relative_sqlite_is_taken_from_the_project_root_and_env_wins(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     assert resolve_tracking_uri("sqlite:///x/m.db", tmp_path) == f"sqlite:///{tmp_path}/x/m.db"
     assert resolve_tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
+    monkeypatch.setenv("DVC_ROOT", "/srv/project")  # a queued experiment's temporary copy
+    assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == "sqlite:////srv/project/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == "http://127.0.0.1:9"
 
