@@ -32,10 +32,6 @@ class Box:
     difficult: bool = False
     truncated: bool = False
 
-    @property
-    def area(self) -> float:
-        return max(0.0, self.xmax - self.xmin) * max(0.0, self.ymax - self.ymin)
-
 
 @dataclass(frozen=True)
 class Annotation:

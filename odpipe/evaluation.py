@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from odpipe.tfrecord import ImageBoxes
-
-log = logging.getLogger(__name__)
 
 # COCOeval.stats, in its own order, under names that DVC and MLflow both accept.
 COCO_STATS = (

@@ -8,7 +8,6 @@ progress line while training is still going.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,6 @@ from object_detection import model_lib_v2
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
-
-log = logging.getLogger(__name__)
 
 ScalarCallback = Callable[[int, dict[str, float]], None]
 
