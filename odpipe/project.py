@@ -3,6 +3,7 @@ benchmarks (which must neither disturb nor reuse the user's workspace and caches
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -55,3 +56,30 @@ def repro_timed(root: Path) -> dict[str, float]:
         run_dvc(root, "repro", "--single-item", name)
         seconds[name] = time.monotonic() - start
     return seconds
+
+
+def _odpipe_imports(path: Path) -> set[str]:
+    """Modules of the odpipe package that a source file imports directly."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "odpipe":
+            if node.module == "odpipe":
+                found |= {f"odpipe.{alias.name}" for alias in node.names}
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("odpipe.")}
+    return found
+
+
+def code_deps(root: Path, script: str) -> set[str]:
+    """The script and every odpipe module it imports, transitively, as repo-relative paths:
+    what a stage's ``deps`` must list so that a code change reruns it."""
+    deps, todo = {script}, [script]
+    while todo:
+        for module in _odpipe_imports(root / todo.pop()):
+            path = module.replace(".", "/") + ".py"
+            if path not in deps and (root / path).exists():
+                deps.add(path)
+                todo.append(path)
+    return deps

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from odpipe.project import stage_names
+from odpipe.project import code_deps, stage_names
 from odpipe.runtime import PARAMS_FILE, compose_params, declared_params, load_params, select_keys
 
 from .conftest import ROOT
@@ -72,3 +72,11 @@ def test_every_stage_has_a_script_listed_as_a_dependency() -> None:
         assert stage["cmd"] == f"python {script}"
         assert script in stage["deps"]
         assert (ROOT / script).exists()
+
+
+def test_every_stage_depends_on_all_the_code_it_imports() -> None:
+    """A change to any module a stage runs must rerun that stage (and only those)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        missing = code_deps(ROOT, f"stages/{name}.py") - set(stage["deps"])
+        assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}"
