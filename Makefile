@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params repro test bench lint format mlflow-ui
+.PHONY: help env params deps repro test bench lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 params: $(STAMP)  ## compose conf/ into params.yaml (OVERRIDES="train.num_steps=200 ...")
 	$(PY) -m odpipe.runtime $(OVERRIDES)
+
+deps: $(STAMP)  ## list in dvc.yaml every odpipe module each stage imports
+	$(PY) -m odpipe.project
 
 repro: $(STAMP)  ## run the whole pipeline on the built-in data
 	dvc repro

@@ -41,6 +41,8 @@ def main(args: list[str]) -> int:
         print(f"  {name:16s} {secs:8.1f} s")
     print(f"test mAP@.5        {metrics['map_50']:.3f}   (bar {BAR['map_50']})")
     print(f"test mAP@[.5:.95]  {metrics['map']:.3f}   (bar {BAR['map']})")
+    breakdown = ("map_75", "map_small", "map_medium", "map_large")
+    print("  by IoU and size: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in breakdown))
     passed = all(metrics[k] >= v for k, v in BAR.items()) and seconds["train"] <= MAX_TRAIN_SECONDS
     print("quality bar:", "PASSED" if passed else "NOT MET")
     return 0 if passed else 1

@@ -125,26 +125,45 @@ def write_voc(annotation: Annotation, path: Path) -> None:
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
 
 
-CSV_COLUMNS = ("filename", "width", "height", "xmin", "ymin", "xmax", "ymax", "class", "class_id")
+CSV_COLUMNS = (
+    "filename",
+    "width",
+    "height",
+    "xmin",
+    "ymin",
+    "xmax",
+    "ymax",
+    "class",
+    "class_id",
+    "difficult",
+    "truncated",
+)
 
 
 def to_csv_rows(annotations: list[Annotation], ids: dict[str, int]) -> list[dict]:
-    """One row per box, the layout the OD API tutorials' CSV-to-TFRecord scripts expect."""
-    return [
-        {
-            "filename": ann.filename,
-            "width": ann.width,
-            "height": ann.height,
-            "xmin": box.xmin,
-            "ymin": box.ymin,
-            "xmax": box.xmax,
-            "ymax": box.ymax,
-            "class": box.label,
-            "class_id": ids[box.label],
-        }
-        for ann in annotations
-        for box in ann.boxes
-    ]
+    """One row per box, the layout the OD API tutorials' CSV-to-TFRecord scripts expect (plus
+    VOC's difficult and truncated flags). An image without boxes (a negative) gets one row
+    with the box columns empty, so it still reaches the TFRecords."""
+    rows = []
+    for ann in annotations:
+        image = {"filename": ann.filename, "width": ann.width, "height": ann.height}
+        if not ann.boxes:
+            rows.append(image)
+        for box in ann.boxes:
+            rows.append(
+                {
+                    **image,
+                    "xmin": box.xmin,
+                    "ymin": box.ymin,
+                    "xmax": box.xmax,
+                    "ymax": box.ymax,
+                    "class": box.label,
+                    "class_id": ids[box.label],
+                    "difficult": int(box.difficult),
+                    "truncated": int(box.truncated),
+                }
+            )
+    return rows
 
 
 def annotation_to_dict(annotation: Annotation) -> dict:

@@ -14,8 +14,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(root: Path, source: str) -> dict:
-    """Describe every file under ``root`` (sorted, relative POSIX paths)."""
+def build_manifest(root: Path, source: dict) -> dict:
+    """Describe where the data came from and every file under ``root`` (sorted, relative
+    POSIX paths), so two versions of a dataset can be compared file by file."""
     files = [
         {"file": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
         for path in sorted(p for p in root.rglob("*") if p.is_file())

@@ -83,3 +83,22 @@ def code_deps(root: Path, script: str) -> set[str]:
                 deps.add(path)
                 todo.append(path)
     return deps
+
+
+def sync_code_deps(root: Path) -> None:
+    """Rewrite the code part of each stage's ``deps`` in dvc.yaml from what the stage's
+    script imports (``make deps``); data deps (``${...}``) and comments stay as they are."""
+    text = (root / "dvc.yaml").read_text()
+    for name in stage_names(root):
+        deps_at = text.index("    deps:\n", text.index(f"\n  {name}:\n"))
+        end = text.index("    params:\n", deps_at)
+        kept = [line for line in text[deps_at:end].splitlines()[1:] if "${" in line or line.strip().startswith("#")]
+        script = f"stages/{name}.py"
+        code = [script, *sorted(code_deps(root, script) - {script})]
+        block = "    deps:\n" + "".join(f"      - {c}\n" for c in code) + "".join(f"{line}\n" for line in kept)
+        text = text[:deps_at] + block + text[end:]
+    (root / "dvc.yaml").write_text(text)
+
+
+if __name__ == "__main__":  # python -m odpipe.project: refresh dvc.yaml's code deps
+    sync_code_deps(Path.cwd())

@@ -1,4 +1,5 @@
-"""Where a dataset comes from: generated (synthetic) or a LabelImg folder on disk (local)."""
+"""Where a dataset comes from: generated (synthetic), a folder on disk (local), or a .zip/.tar
+archive on disk or on the web (archive)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from odpipe.annotations import IMAGE_SUFFIXES
+from odpipe.download import extract, fetch_archive
 from odpipe.synthetic import SyntheticSpec, generate
 
-ANNOTATION_SUFFIXES = (".xml",)
+# Every annotation format's files: VOC XML, CSV, COCO/LinkedAI JSON, YOLO txt + data.yaml.
+ANNOTATION_SUFFIXES = (".xml", ".csv", ".json", ".txt", ".yaml", ".yml")
 
 
 def copy_local(src: Path, dst: Path) -> int:
@@ -32,12 +35,14 @@ def copy_local(src: Path, dst: Path) -> int:
     return count
 
 
-def ingest(dataset: Mapping, dst: Path) -> None:
-    """Fill ``dst`` from the configured source."""
+def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
+    """Fill ``dst`` from the configured source (downloads are kept in ``cache_dir``)."""
     source = dataset["source"]
     if source == "synthetic":
         generate(SyntheticSpec.from_config(dataset), dst)
     elif source == "local":
         copy_local(Path(dataset["path"]).expanduser(), dst)
+    elif source == "archive":
+        extract(fetch_archive(str(dataset["path"]), cache_dir, dataset.get("sha256")), dst)
     else:
-        raise ValueError(f"dataset.source {source!r} is not supported; use 'synthetic' or 'local'")
+        raise ValueError(f"dataset.source {source!r} is not supported; use 'synthetic', 'local' or 'archive'")

@@ -29,24 +29,32 @@ class ImageBoxes:
     boxes: tuple[tuple[float, float, float, float], ...]  # xmin, ymin, xmax, ymax
     labels: tuple[int, ...]
     texts: tuple[str, ...]
+    difficult: tuple[int, ...] = ()
+    truncated: tuple[int, ...] = ()
 
 
 def group_csv_rows(rows: Iterable[dict]) -> list[ImageBoxes]:
-    """Collapse the one-row-per-box CSV into one record per image, in first-seen order."""
+    """Collapse the one-row-per-box CSV into one record per image, in first-seen order; a row
+    with no class is an image without boxes."""
     grouped: dict[str, list[dict]] = {}
     for row in rows:
         grouped.setdefault(row["filename"], []).append(row)
-    return [
-        ImageBoxes(
-            filename=name,
-            width=int(group[0]["width"]),
-            height=int(group[0]["height"]),
-            boxes=tuple((float(r["xmin"]), float(r["ymin"]), float(r["xmax"]), float(r["ymax"])) for r in group),
-            labels=tuple(int(r["class_id"]) for r in group),
-            texts=tuple(r["class"] for r in group),
+    records = []
+    for name, group in grouped.items():
+        boxes = [r for r in group if r.get("class")]
+        records.append(
+            ImageBoxes(
+                filename=name,
+                width=int(group[0]["width"]),
+                height=int(group[0]["height"]),
+                boxes=tuple((float(r["xmin"]), float(r["ymin"]), float(r["xmax"]), float(r["ymax"])) for r in boxes),
+                labels=tuple(int(r["class_id"]) for r in boxes),
+                texts=tuple(r["class"] for r in boxes),
+                difficult=tuple(int(r.get("difficult") or 0) for r in boxes),
+                truncated=tuple(int(r.get("truncated") or 0) for r in boxes),
+            )
         )
-        for name, group in grouped.items()
-    ]
+    return records
 
 
 def image_format(encoded: bytes, name: str) -> str:
@@ -86,6 +94,8 @@ def make_example(record: ImageBoxes, encoded: bytes) -> tf.train.Example:
         "image/object/bbox/ymax": _floats([y / h for y in ymaxs]),
         "image/object/class/label": _ints(list(record.labels)),
         "image/object/class/text": _bytes([t.encode() for t in record.texts]),
+        "image/object/difficult": _ints(list(record.difficult or [0] * len(record.labels))),
+        "image/object/truncated": _ints(list(record.truncated or [0] * len(record.labels))),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 

@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 @stage("evaluate")
 def main(cfg: DictConfig) -> None:
-    export_dir, raw = Path(cfg.paths.export), Path(cfg.paths.raw)
+    export_dir, images = Path(cfg.paths.export), Path(cfg.paths.clean_images)
     records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv"))
     detector = load_detector(export_dir)
-    detections = [detect(detector, (raw / r.filename).read_bytes(), cfg.evaluate.min_score) for r in records]
+    detections = [detect(detector, (images / r.filename).read_bytes(), cfg.evaluate.min_score) for r in records]
     ground_truth = coco_ground_truth(records, read_label_map(export_dir / LABEL_MAP_NAME))
     metrics, summary = coco_metrics(ground_truth, coco_detections(detections))
     log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)

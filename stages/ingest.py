@@ -13,8 +13,9 @@ from odpipe.sources import ingest
 @stage("ingest")
 def main(cfg: DictConfig) -> None:
     raw = fresh_dir(cfg.paths.raw)
-    ingest(cfg.dataset, raw)
-    write_json(build_manifest(raw, cfg.dataset.source), Path(cfg.paths.manifest))
+    ingest(cfg.dataset, raw, Path(cfg.paths.downloads))
+    source = {"type": cfg.dataset.source, "path": cfg.dataset.get("path"), "sha256": cfg.dataset.get("sha256")}
+    write_json(build_manifest(raw, source), Path(cfg.paths.manifest))
 
 
 if __name__ == "__main__":

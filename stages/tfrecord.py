@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> None:
     out = fresh_dir(cfg.paths.tfrecord)
     for split in SPLITS:
         records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{split}.csv"))
-        write_tfrecords(records, Path(cfg.paths.raw), out, split, cfg.tfrecord.num_shards)
+        write_tfrecords(records, Path(cfg.paths.clean_images), out, split, cfg.tfrecord.num_shards)
         log.info("%s: %d images in %d shard(s)", split, len(records), cfg.tfrecord.num_shards)
 
 

@@ -24,7 +24,10 @@ def test_committed_params_yaml_is_the_fresh_composition_of_conf(tmp_path: Path) 
 
 
 # Values a config group leaves to the user (`???`), as a user would give them.
-REQUIRED = {"dataset=voc_folder": ["dataset.path=/data/labelimg", "dataset.classes=[cat,dog]"]}
+REQUIRED = {
+    "dataset=local": ["dataset.path=/data/labelimg", "dataset.classes=[cat,dog]"],
+    "dataset=archive": ["dataset.path=https://example.org/data.zip", "dataset.classes=[cat,dog]"],
+}
 
 
 @pytest.mark.parametrize(
@@ -79,4 +82,4 @@ def test_every_stage_depends_on_all_the_code_it_imports() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         missing = code_deps(ROOT, f"stages/{name}.py") - set(stage["deps"])
-        assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}"
+        assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}: run `make deps`"

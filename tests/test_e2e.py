@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -46,8 +47,13 @@ def project(tmp_path_factory) -> Path:
 
 def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     paths = load_params(project).paths
-    manifest = (project / paths.manifest).read_text()
-    assert '"source": "synthetic"' in manifest and "sha256" in manifest
+    manifest = json.loads((project / paths.manifest).read_text())
+    assert manifest["source"]["type"] == "synthetic"
+    raw_files = sorted(
+        p.relative_to(project / paths.raw).as_posix() for p in (project / paths.raw).rglob("*") if p.is_file()
+    )
+    assert [f["file"] for f in manifest["files"]] == raw_files == sorted(raw_files)
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"])
     assert not (project / "outputs").exists() and not list(project.rglob(".hydra")), "Hydra littered the repo"
 
     classes = read_label_map(project / paths.label_map)
@@ -78,13 +84,13 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     export = project / paths.export
     assert (export / "pipeline.config").exists() and (export / "label_map.pbtxt").exists()
     image = next(iter(read_csv(project / paths.convert / "test.csv")))
-    detections = detect(load_detector(export), (project / paths.raw / image["filename"]).read_bytes())
+    detections = detect(load_detector(export), (project / paths.clean_images / image["filename"]).read_bytes())
     assert detections
     for d in detections:
         assert d.class_id in classes and 0 <= d.score <= 1
         assert -1 <= d.xmin <= d.xmax <= int(image["width"]) + 1
 
-    metrics = __import__("json").loads((project / paths.evaluate_report).read_text())
+    metrics = json.loads((project / paths.evaluate_report).read_text())
     assert set(COCO_STATS) <= set(metrics) and metrics["num_images"] > 0
 
 

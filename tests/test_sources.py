@@ -11,18 +11,21 @@ from odpipe.synthetic import generate
 def test_local_source_copies_images_and_annotations_only(spec, tmp_path: Path) -> None:
     src = tmp_path / "labelimg"
     generate(spec, src / "batch1")
-    (src / "notes.txt").write_text("not data")
+    (src / "notes.md").write_text("not data")
+    (src / ".DS_Store").write_bytes(b"\0")
     count = copy_local(src, tmp_path / "raw")
     assert count == 2 * spec.num_images
     copied = sorted(p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*") if p.is_file())
-    assert copied == sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and p.suffix != ".txt")
+    assert copied == sorted(
+        p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and p.suffix in (".jpg", ".xml")
+    )
 
 
 def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing"):
-        ingest({"source": "local", "path": str(tmp_path / "missing")}, tmp_path / "raw")
+        ingest({"source": "local", "path": str(tmp_path / "missing")}, tmp_path / "raw", tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
-        ingest({"source": "local", "path": str(tmp_path / "empty")}, tmp_path / "raw")
+        ingest({"source": "local", "path": str(tmp_path / "empty")}, tmp_path / "raw", tmp_path)
     with pytest.raises(ValueError, match="ftp"):
-        ingest({"source": "ftp"}, tmp_path / "raw")
+        ingest({"source": "ftp"}, tmp_path / "raw", tmp_path)

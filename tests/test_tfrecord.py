@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from odpipe.annotations import CSV_COLUMNS, to_csv_rows
-from odpipe.cleaning import clean_voc_folder
+from odpipe.cleaning import ClassRules, clean_folder
 from odpipe.files import read_csv, write_csv
 from odpipe.label_map import class_ids
 from odpipe.synthetic import generate
-from odpipe.tfrecord import group_csv_rows, read_examples, shard_pattern, write_tfrecords
+from odpipe.tfrecord import ImageBoxes, group_csv_rows, read_examples, shard_pattern, write_tfrecords
 
 from .conftest import CLASSES
 
@@ -20,7 +20,7 @@ from .conftest import CLASSES
 @pytest.fixture
 def csv_rows(spec, tmp_path: Path) -> list[dict]:
     generate(spec, tmp_path / "raw")
-    kept = clean_voc_folder(tmp_path / "raw", CLASSES).kept
+    kept = clean_folder(tmp_path / "raw", "voc", {}, ClassRules(CLASSES), False, False)[1].kept
     write_csv(to_csv_rows([s.annotation for s in kept], class_ids(CLASSES)), CSV_COLUMNS, tmp_path / "train.csv")
     return read_csv(tmp_path / "train.csv")
 
@@ -65,3 +65,23 @@ def test_non_jpeg_png_images_are_refused_by_name(csv_rows, tmp_path: Path) -> No
     (tmp_path / "raw" / records[0].filename).write_bytes(b"BM not a jpeg")
     with pytest.raises(ValueError, match=records[0].filename):
         write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", 1)
+
+
+def test_difficult_and_truncated_reach_the_decoder(tmp_path: Path) -> None:
+    from odpipe.synthetic import SyntheticSpec
+
+    spec = SyntheticSpec(1, CLASSES, 0, 64, 64, 2, 2, 0.2, 0.3, 0.0)
+    generate(spec, tmp_path / "raw")
+    image = next((tmp_path / "raw").glob("*.jpg"))
+    record = ImageBoxes(
+        image.name, 64, 64, ((1, 1, 20, 20), (30, 30, 60, 60)), (1, 2), ("circle", "square"), (1, 0), (0, 1)
+    )
+    write_tfrecords([record], tmp_path / "raw", tmp_path / "tf", "train", 1)
+    (example,) = read_examples(shard_pattern(tmp_path / "tf", "train"))
+    assert list(example["groundtruth_difficult"]) == [1, 0]
+    # The decoder has no output for truncated; the feature is there for other readers.
+    import tensorflow as tf
+
+    (serialized,) = tf.data.TFRecordDataset(str(tmp_path / "tf" / "train-00000-of-00001.tfrecord"))
+    feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+    assert list(feature["image/object/truncated"].int64_list.value) == [0, 1]

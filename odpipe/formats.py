@@ -1,0 +1,359 @@
+"""Annotation formats users arrive with, all parsed into :class:`~odpipe.annotations.Annotation`.
+
+Supported: Pascal VOC XML (LabelImg's flat folders and the VOC directory layout), CSV with one
+row per box, COCO JSON, LinkedAI's web-tool JSON and YOLO txt. Every reader returns the same
+:class:`Parsed`: annotations keyed by the image's path relative to the dataset root, and an
+:class:`~odpipe.cleaning.Issue`-style record for every annotation it could not use.
+
+Annotations name their images in their own ways (a ``<filename>``, a ``file_name``, a stem);
+:class:`ImageIndex` resolves those names against the images actually on disk. A path written
+inside an annotation (VOC's ``<path>``) is never trusted: it is the labeller's machine's path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import yaml
+from PIL import Image
+
+from odpipe.annotations import IMAGE_SUFFIXES, Annotation, AnnotationError, Box, read_voc
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A decision taken on an input file: ``reason`` is a stable code, ``detail`` for people."""
+
+    file: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Parsed:
+    annotations: dict[str, Annotation] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)  # annotation files or entries not used
+    box_issues: list[Issue] = field(default_factory=list)  # boxes not used, their image kept
+
+
+class ImageIndex:
+    """The images under a dataset root, found by relative path, by file name or by stem."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths = sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        self._by_name: dict[str, list[str]] = {}
+        self._by_stem: dict[str, list[str]] = {}
+        for rel in self.paths:
+            posix = PurePosixPath(rel)
+            self._by_name.setdefault(posix.name.lower(), []).append(rel)
+            self._by_stem.setdefault(posix.stem, []).append(rel)
+
+    def resolve(self, name: str, near: str | None = None) -> str | None:
+        """The image a written name refers to: the exact relative path, else the one image of
+        that file name (a folder next to ``near`` preferred), else None."""
+        name = name.replace("\\", "/")
+        if name in self.paths:
+            return name
+        return self._pick(self._by_name.get(PurePosixPath(name).name.lower(), []), near)
+
+    def by_stem(self, stem: str, near: str | None = None) -> str | None:
+        return self._pick(self._by_stem.get(stem, []), near)
+
+    @staticmethod
+    def _pick(candidates: list[str], near: str | None) -> str | None:
+        if len(candidates) == 1:
+            return candidates[0]
+        if near is not None:
+            siblings = [c for c in candidates if PurePosixPath(c).parent == PurePosixPath(near).parent]
+            if len(siblings) == 1:
+                return siblings[0]
+        return None
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _add(parsed: Parsed, image: str | None, annotation: Annotation, source: str) -> None:
+    """Record an annotation for ``image``, or say why it cannot be used."""
+    if image is None:
+        parsed.issues.append(Issue(source, "image_missing", f"no image found for {annotation.filename!r}"))
+    elif image in parsed.annotations:
+        parsed.issues.append(Issue(source, "annotation_duplicate", f"{image} is already annotated elsewhere"))
+    else:
+        parsed.annotations[image] = Annotation(image, annotation.width, annotation.height, annotation.boxes)
+
+
+def read_voc_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
+    """LabelImg folders (XML next to the image) and the VOC layout (Annotations/ + JPEGImages/)."""
+    parsed = Parsed()
+    for xml in sorted(root.rglob("*.xml")):
+        source = _rel(xml, root)
+        try:
+            annotation = read_voc(xml)
+        except AnnotationError as err:
+            image = index.by_stem(xml.stem, near=source)
+            parsed.issues.append(Issue(image or source, "annotation_invalid", str(err)))
+            continue
+        image = index.by_stem(xml.stem, near=source)
+        if image is None or PurePosixPath(image).parent != PurePosixPath(source).parent:
+            image = index.resolve(annotation.filename, near=source) or image
+        _add(parsed, image, annotation, source)
+    return parsed
+
+
+CSV_FIELDS = ("filename", "width", "height", "xmin", "ymin", "xmax", "ymax", "class")
+
+
+def read_csv_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
+    """One row per box; ``dataset.csv_columns`` maps our names to the file's own
+    (``{filename: image_path, class: label}``); width and height may be absent."""
+    columns = {name: (options.get("csv_columns") or {}).get(name, name) for name in CSV_FIELDS}
+    parsed = Parsed()
+    grouped: dict[str, list[Box]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for path in sorted(root.rglob("*.csv")):
+        source = _rel(path, root)
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [
+                columns[c]
+                for c in ("filename", "xmin", "ymin", "xmax", "ymax", "class")
+                if columns[c] not in (reader.fieldnames or [])
+            ]
+            if missing:
+                parsed.issues.append(Issue(source, "annotation_invalid", f"{source}: no column(s) {missing}"))
+                continue
+            for line, row in enumerate(reader, start=2):
+                where = f"{source}:{line}"
+                try:
+                    box = Box(
+                        row[columns["class"]].strip(),
+                        *(float(row[columns[c]]) for c in ("xmin", "ymin", "xmax", "ymax")),
+                    )
+                except (TypeError, ValueError) as err:
+                    parsed.issues.append(Issue(where, "annotation_invalid", f"{where}: bad box ({err})"))
+                    continue
+                image = index.resolve(row[columns["filename"]], near=source)
+                if image is None:
+                    parsed.issues.append(
+                        Issue(where, "image_missing", f"no image found for {row[columns['filename']]!r}")
+                    )
+                    continue
+                grouped.setdefault(image, []).append(box)
+                if row.get(columns["width"]) and row.get(columns["height"]):
+                    sizes[image] = (int(float(row[columns["width"]])), int(float(row[columns["height"]])))
+    for image, boxes in grouped.items():
+        width, height = sizes.get(image, (0, 0))
+        parsed.annotations[image] = Annotation(image, width, height, tuple(boxes))
+    return parsed
+
+
+def _load_json(path: Path, root: Path, parsed: Parsed):
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        parsed.issues.append(Issue(_rel(path, root), "annotation_invalid", f"{_rel(path, root)}: not JSON ({err})"))
+        return None
+
+
+def is_coco(data) -> bool:
+    return isinstance(data, dict) and {"images", "annotations", "categories"} <= set(data)
+
+
+def is_linkedai(data) -> bool:
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(d, dict) and "tags" in d and "image" in d for d in data)
+    )
+
+
+def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
+    """COCO detection JSON: ``bbox`` is x, y, w, h; crowd regions are not objects to detect,
+    so ``iscrowd`` boxes are dropped and reported."""
+    parsed = Parsed()
+    for path in sorted(root.rglob("*.json")):
+        data = _load_json(path, root, parsed)
+        if not is_coco(data):
+            continue
+        source = _rel(path, root)
+        names = {c["id"]: str(c["name"]) for c in data["categories"]}
+        boxes: dict[int, list[Box]] = {}
+        for ann in data["annotations"]:
+            image_id = ann.get("image_id")
+            if ann.get("iscrowd"):
+                parsed.box_issues.append(Issue(f"{source}#{ann.get('id')}", "crowd", "iscrowd box dropped"))
+                continue
+            try:
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                label = names[ann["category_id"]]
+            except (KeyError, TypeError, ValueError) as err:
+                parsed.issues.append(
+                    Issue(f"{source}#{ann.get('id')}", "annotation_invalid", f"bad annotation ({err!r})")
+                )
+                continue
+            boxes.setdefault(image_id, []).append(Box(label, x, y, x + w, y + h))
+        for image in data["images"]:
+            annotation = Annotation(
+                str(image["file_name"]),
+                int(image.get("width") or 0),
+                int(image.get("height") or 0),
+                tuple(boxes.get(image["id"], ())),
+            )
+            _add(parsed, index.resolve(annotation.filename, near=source), annotation, source)
+    return parsed
+
+
+def read_linkedai_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
+    """LinkedAI exports: a list of ``{image, width, height, tags: [{name, type, pos}]}``,
+    numbers often as strings; tags other than bounding boxes are reported and skipped."""
+    parsed = Parsed()
+    for path in sorted(root.rglob("*.json")):
+        data = _load_json(path, root, parsed)
+        if not is_linkedai(data):
+            continue
+        source = _rel(path, root)
+        for entry in data:
+            boxes = []
+            for tag in entry["tags"]:
+                if not isinstance(tag, dict) or tag.get("type") != "bounding_box":
+                    kind = tag.get("type") if isinstance(tag, dict) else type(tag).__name__
+                    parsed.box_issues.append(
+                        Issue(f"{source}:{entry['image']}", "not_a_box", f"tag of type {kind!r} skipped")
+                    )
+                    continue
+                try:
+                    pos = tag["pos"]
+                    x, y, w, h = (float(pos[k]) for k in ("x", "y", "w", "h"))
+                    boxes.append(Box(str(tag["name"]), x, y, x + w, y + h))
+                except (KeyError, TypeError, ValueError) as err:
+                    parsed.issues.append(
+                        Issue(f"{source}:{entry['image']}", "annotation_invalid", f"bad tag ({err!r})")
+                    )
+            annotation = Annotation(
+                str(entry["image"]),
+                int(float(entry.get("width") or 0)),
+                int(float(entry.get("height") or 0)),
+                tuple(boxes),
+            )
+            _add(parsed, index.resolve(annotation.filename, near=source), annotation, source)
+    return parsed
+
+
+def yolo_class_names(root: Path) -> list[str] | None:
+    """Class names from ``classes.txt`` (one per line) or a ``data.yaml`` ``names`` entry."""
+    for path in sorted(root.rglob("classes.txt")):
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    for path in sorted(root.rglob("data.y*ml")):
+        names = (yaml.safe_load(path.read_text()) or {}).get("names")
+        if isinstance(names, dict):
+            return [str(names[k]) for k in sorted(names)]
+        if isinstance(names, list):
+            return [str(n) for n in names]
+    return None
+
+
+def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
+    """YOLO txt: ``class cx cy w h`` normalised, one file per image (next to it or in a
+    parallel ``labels/`` folder); box pixels need the real image size, read from its header."""
+    parsed = Parsed()
+    names = yolo_class_names(root)
+    if names is None:
+        parsed.issues.append(
+            Issue(".", "annotation_invalid", f"{root}: YOLO labels need classes.txt or data.yaml names")
+        )
+        return parsed
+    for path in sorted(root.rglob("*.txt")):
+        if path.name == "classes.txt" or path.parent.name == "Main":
+            continue
+        source = _rel(path, root)
+        image = index.by_stem(path.stem, near=source.replace("labels/", "images/"))
+        if image is None:
+            parsed.issues.append(Issue(source, "image_missing", f"no image named {path.stem}.*"))
+            continue
+        try:
+            with Image.open(root / image) as img:
+                width, height = img.size
+        except OSError:
+            width = height = 0  # cleaning reports the unreadable image itself
+        boxes = []
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                cls, cx, cy, w, h = line.split()[:5]
+                label = names[int(cls)]
+                cx, cy, w, h = (float(v) for v in (cx, cy, w, h))
+            except (ValueError, IndexError) as err:
+                parsed.issues.append(
+                    Issue(f"{source}:{line_no}", "annotation_invalid", f"bad YOLO line {line!r} ({err})")
+                )
+                continue
+            boxes.append(
+                Box(label, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+            )
+        _add(parsed, image, Annotation(image, width, height, tuple(boxes)), source)
+    return parsed
+
+
+READERS: dict[str, Callable[[Path, ImageIndex, Mapping], Parsed]] = {
+    "voc": read_voc_dataset,
+    "csv": read_csv_dataset,
+    "coco": read_coco_dataset,
+    "linkedai": read_linkedai_dataset,
+    "yolo": read_yolo_dataset,
+}
+
+
+def detect_format(root: Path) -> str:
+    """The annotation format of a dataset folder, from the files it holds."""
+    for path in sorted(root.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if is_coco(data):
+            return "coco"
+        if is_linkedai(data):
+            return "linkedai"
+    if any(root.rglob("*.xml")):
+        return "voc"
+    if any(root.rglob("*.csv")):
+        return "csv"
+    if yolo_class_names(root) is not None:
+        return "yolo"
+    raise ValueError(f"{root}: cannot tell the annotation format (no VOC XML, CSV, COCO/LinkedAI JSON or YOLO txt)")
+
+
+def read_dataset(root: Path, fmt: str, options: Mapping) -> tuple[ImageIndex, Parsed]:
+    """Parse a dataset folder in ``fmt`` ('auto' to detect it)."""
+    fmt = detect_format(root) if fmt == "auto" else fmt
+    if fmt not in READERS:
+        raise ValueError(f"dataset.format {fmt!r} is not one of auto, {', '.join(READERS)}")
+    index = ImageIndex(root)
+    return index, READERS[fmt](root, index, options)
+
+
+VOC_LISTS = ("train", "val", "trainval", "test")
+
+
+def voc_imagesets(root: Path, index: ImageIndex) -> dict[str, str]:
+    """Image name -> list name from VOC's ``ImageSets/Main/{train,val,trainval,test}.txt``."""
+    listed: dict[str, str] = {}
+    for list_name in VOC_LISTS:
+        for path in sorted(root.rglob(f"ImageSets/Main/{list_name}.txt")):
+            for image_id in path.read_text().split():
+                image = index.by_stem(image_id, near=_rel(path.parents[2] / "JPEGImages" / "x", root))
+                if image is not None and image not in listed:
+                    listed[image] = list_name
+    return listed

@@ -1,0 +1,88 @@
+"""The human side of clean_split: a Markdown report and a grid of samples with their boxes,
+which is how users check their labels before spending hours training on them."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+from PIL import Image, ImageDraw
+
+from odpipe.annotations import Annotation
+
+# COCO's own size buckets (box area in pixels), so the report and the metrics agree.
+SIZE_BUCKETS = (("small", 32**2), ("medium", 96**2), ("large", float("inf")))
+PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
+
+
+def size_bucket(area: float) -> str:
+    return next(name for name, upper in SIZE_BUCKETS if area < upper)
+
+
+def box_sizes(annotations: Sequence[Annotation]) -> dict[str, int]:
+    counts = {name: 0 for name, _ in SIZE_BUCKETS}
+    for annotation in annotations:
+        for box in annotation.boxes:
+            counts[size_bucket((box.xmax - box.xmin) * (box.ymax - box.ymin))] += 1
+    return counts
+
+
+def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_name: str, max_rows: int = 50) -> str:
+    """The report: totals, reasons, per split and class counts, box sizes, decisions."""
+    lines = [
+        "# Dataset cleaning and split report",
+        "",
+        f"{summary['images_in']} images in: {summary['kept']} kept, {summary['dropped']} dropped.",
+        "",
+        "| reason | images dropped |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in summary["dropped_by_reason"].items()),
+        "",
+        "| change | count |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in summary["fixed_by_reason"].items()),
+        *(f"| unused annotation: {k} | {v} |" for k, v in summary["unused_annotations_by_reason"].items()),
+        "",
+        "| split | images | boxes | " + " | ".join(summary["classes"]) + " |",
+        "|---|---|---|" + "---|" * len(summary["classes"]),
+    ]
+    for name, split in summary["splits"].items():
+        per_class = " | ".join(str(split["boxes_per_class"].get(c, 0)) for c in summary["classes"])
+        lines.append(f"| {name} | {split['images']} | {split['boxes']} | {per_class} |")
+    sizes = summary["box_sizes"]
+    lines += ["", "Box sizes (COCO buckets): " + ", ".join(f"{k} {v}" for k, v in sizes.items()), ""]
+    lines += [f"![samples with their boxes]({grid_name})", "", "## Decisions", ""]
+    for kind in ("dropped", "unused", "fixed"):
+        entries = issues.get(kind, [])
+        lines.append(f"### {kind} ({len(entries)})")
+        lines += [f"- `{e['file']}`: **{e['reason']}**, {e['detail']}" for e in entries[:max_rows]]
+        if len(entries) > max_rows:
+            lines.append(f"- ... {len(entries) - max_rows} more in issues.json")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sample_grid(
+    annotations: Sequence[Annotation],
+    images: Mapping[str, bytes],
+    classes: Sequence[str],
+    tile: int = 256,
+    columns: int = 4,
+) -> Image.Image:
+    """Up to ``columns``² images with their boxes and labels drawn, each scaled into a tile."""
+    chosen = list(annotations)[: columns * columns]
+    rows = max(1, -(-len(chosen) // columns))
+    grid = Image.new("RGB", (columns * tile, rows * tile), (32, 32, 32))
+    for i, annotation in enumerate(chosen):
+        with Image.open(io.BytesIO(images[annotation.filename])) as opened:
+            image = opened.convert("RGB")
+        scale = tile / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+        draw = ImageDraw.Draw(image)
+        for box in annotation.boxes:
+            colour = PALETTE[classes.index(box.label) % len(PALETTE)] if box.label in classes else (255, 255, 255)
+            xy = (box.xmin * scale, box.ymin * scale, box.xmax * scale, box.ymax * scale)
+            draw.rectangle(xy, outline=colour, width=2)
+            draw.text((xy[0] + 2, xy[1] + 1), box.label, fill=colour)
+        grid.paste(image, ((i % columns) * tile, (i // columns) * tile))
+    return grid

@@ -1,0 +1,68 @@
+"""`dvc repro` end to end on small datasets in VOC (real photos), COCO and YOLO form."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from odpipe.annotations import read_voc
+from odpipe.project import copy_project, run_dvc
+from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.synthetic import SyntheticSpec, generate
+
+from .conftest import CLASSES, ROOT
+from .test_formats import FRUITS, write_coco, write_yolo
+
+SPEC = SyntheticSpec(24, CLASSES, 5, 96, 128, 1, 4, 0.2, 0.5, 0.35)
+
+
+def _synthetic_in(fmt: str, folder: Path) -> int:
+    """The same small synthetic set, its labels written as ``fmt`` instead of VOC XML;
+    returns how many boxes it holds."""
+    generate(SPEC, folder / "images")
+    annotations = [read_voc(p) for p in sorted((folder / "images").glob("*.xml"))]
+    for xml in (folder / "images").glob("*.xml"):
+        xml.unlink()
+    {"coco": write_coco, "yolo": write_yolo}[fmt](annotations, folder)
+    return sum(len(a.boxes) for a in annotations)
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tmp_path / "data"
+    if fmt == "voc":
+        shutil.copytree(FRUITS, data)
+        classes, boxes = ["date", "fig", "hazelnut"], 164
+        # One broken photo among the real ones: the pipeline must drop it and go on.
+        voc = data / "VOC2007"
+        (voc / "JPEGImages" / "99.jpg").write_bytes((voc / "JPEGImages" / "0.jpg").read_bytes()[:5000])
+        (voc / "Annotations" / "99.xml").write_text(
+            (voc / "Annotations" / "0.xml").read_text().replace("0.jpg", "99.jpg")
+        )
+    else:
+        classes, boxes = list(CLASSES), _synthetic_in(fmt, data)
+    work = copy_project(ROOT, tmp_path / "project")
+    overrides = ["experiment=smoke", "dataset=local", f"dataset.path={data}", f"dataset.classes=[{','.join(classes)}]"]
+    compose_params(work, overrides, work / PARAMS_FILE)
+    run_dvc(work, "repro", timeout=1200)
+
+    paths = load_params(work).paths
+    summary = json.loads((work / paths.clean_split_report).read_text())
+    kept = 18 if fmt == "voc" else SPEC.num_images
+    assert summary["kept"] == kept
+    assert summary["dropped_by_reason"] == ({"image_unreadable": 1} if fmt == "voc" else {})
+    assert summary["images_in"] == kept + summary["dropped"]
+    assert sum(s["boxes"] for s in summary["splits"].values()) == boxes
+    if fmt == "voc":  # ImageSets/Main/test.txt pins the test split
+        test_images = [
+            json.loads(line)["filename"] for line in (work / paths.clean_split / "test.jsonl").read_text().splitlines()
+        ]
+        assert sorted(Path(n).name for n in test_images) == ["10.jpg", "15.jpg"]
+    assert (work / paths.clean_split_markdown).read_text().startswith("# Dataset cleaning")
+    assert (work / paths.clean_split_grid).stat().st_size > 0
+    metrics = json.loads((work / paths.evaluate_report).read_text())
+    assert metrics["num_images"] > 0 and 0 <= metrics["map_50"] <= 1

@@ -1,0 +1,159 @@
+"""Every annotation format parses into the same records: the same boxes written as VOC, CSV,
+COCO, LinkedAI and YOLO convert to the same CSV rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from odpipe.annotations import CSV_COLUMNS, Annotation, read_voc, to_csv_rows
+from odpipe.cleaning import ClassRules, clean_folder
+from odpipe.formats import ImageIndex, detect_format, voc_imagesets
+from odpipe.label_map import class_ids
+from odpipe.synthetic import generate
+
+from .conftest import CLASSES
+
+FRUITS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fruits-nuts-voc"
+NUMERIC = ("width", "height", "xmin", "ymin", "xmax", "ymax")
+
+
+def _images_only(src: Path, dst: Path) -> list[Path]:
+    dst.mkdir(parents=True)
+    return [Path(shutil.copy2(p, dst / p.name)) for p in sorted(src.glob("*.jpg"))]
+
+
+def write_csv_format(annotations: list[Annotation], folder: Path, columns: dict[str, str]) -> None:
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([columns.get(c, c) for c in ("filename", "xmin", "ymin", "xmax", "ymax", "class")])
+        for a in annotations:
+            for b in a.boxes:
+                writer.writerow([a.filename, b.xmin, b.ymin, b.xmax, b.ymax, b.label])
+
+
+def write_coco(annotations: list[Annotation], folder: Path) -> None:
+    ids = class_ids(CLASSES)
+    data = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in ids.items()]}
+    for image_id, a in enumerate(annotations, start=7):
+        data["images"].append({"id": image_id, "file_name": a.filename, "width": a.width, "height": a.height})
+        for b in a.boxes:
+            data["annotations"].append(
+                {
+                    "id": len(data["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": ids[b.label],
+                    "iscrowd": 0,
+                    "bbox": [b.xmin, b.ymin, b.xmax - b.xmin, b.ymax - b.ymin],
+                }
+            )
+    data["annotations"].append({"id": 999, "image_id": 7, "category_id": 1, "iscrowd": 1, "bbox": [0, 0, 5, 5]})
+    (folder / "instances.json").write_text(json.dumps(data))
+
+
+def write_linkedai(annotations: list[Annotation], folder: Path) -> None:
+    entries = [
+        {
+            "id": f"id-{a.filename}",
+            "image": a.filename,
+            "width": str(a.width),
+            "height": str(a.height),
+            "classification": [],
+            "tags": [{"parent": None}]
+            + [
+                {
+                    "name": b.label,
+                    "type": "bounding_box",
+                    "color": "#f10c27",
+                    "classes": [],
+                    "pos": {"x": str(b.xmin), "y": str(b.ymin), "w": str(b.xmax - b.xmin), "h": str(b.ymax - b.ymin)},
+                }
+                for b in a.boxes
+            ],
+        }
+        for a in annotations
+    ]
+    (folder / "export.json").write_text(json.dumps(entries))
+
+
+def write_yolo(annotations: list[Annotation], folder: Path) -> None:
+    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    labels = folder / "labels"
+    labels.mkdir()
+    for a in annotations:
+        lines = [
+            f"{CLASSES.index(b.label)} {(b.xmin + b.xmax) / 2 / a.width:.8f} {(b.ymin + b.ymax) / 2 / a.height:.8f} "
+            f"{(b.xmax - b.xmin) / a.width:.8f} {(b.ymax - b.ymin) / a.height:.8f}"
+            for b in a.boxes
+        ]
+        (labels / Path(a.filename).with_suffix(".txt").name).write_text("\n".join(lines) + "\n")
+
+
+def _rows(folder: Path, options: dict | None = None) -> list[dict]:
+    _, result = clean_folder(folder, "auto", options or {}, ClassRules(CLASSES), False, False)
+    annotations = sorted((s.annotation for s in result.kept), key=lambda a: a.filename)
+    return to_csv_rows(annotations, class_ids(CLASSES))
+
+
+def _same(rows: list[dict], expected: list[dict]) -> None:
+    """Equal rows; file names compared without their folder (YOLO keeps images in images/)."""
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected, strict=True):
+        row = {**row, "filename": Path(row["filename"]).name}
+        assert {k: row[k] for k in CSV_COLUMNS if k not in NUMERIC} == {
+            k: want[k] for k in CSV_COLUMNS if k not in NUMERIC
+        }
+        assert [row[k] for k in NUMERIC] == pytest.approx([want[k] for k in NUMERIC], abs=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "coco", "linkedai", "yolo"])
+def test_every_format_converts_to_the_same_rows_as_voc(spec, tmp_path: Path, fmt: str) -> None:
+    voc = tmp_path / "voc"
+    generate(spec, voc)
+    expected = _rows(voc)
+    annotations = [read_voc(p) for p in sorted(voc.glob("*.xml"))]
+    other = tmp_path / fmt
+    _images_only(voc, other / "images" if fmt == "yolo" else other)
+    columns = {"filename": "image_path", "class": "label"}
+    {
+        "csv": lambda: write_csv_format(annotations, other, columns),
+        "coco": lambda: write_coco(annotations, other),
+        "linkedai": lambda: write_linkedai(annotations, other),
+        "yolo": lambda: write_yolo(annotations, other),
+    }[fmt]()
+    assert detect_format(other) == fmt
+    _same(_rows(other, {"csv_columns": columns} if fmt == "csv" else {}), expected)
+
+
+def test_crowd_and_non_box_entries_are_reported(spec, tmp_path: Path) -> None:
+    voc = tmp_path / "voc"
+    generate(spec, voc)
+    annotations = [read_voc(p) for p in sorted(voc.glob("*.xml"))]
+    for fmt, writer, reason in (("coco", write_coco, "crowd"), ("linkedai", write_linkedai, "not_a_box")):
+        folder = tmp_path / fmt
+        _images_only(voc, folder)
+        writer(annotations, folder)
+        _, result = clean_folder(folder, fmt, {}, ClassRules(CLASSES), False, False)
+        assert reason in {i.reason for i in result.fixed}
+
+
+def test_an_unrecognisable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "readme.md").write_text("hello")
+    with pytest.raises(ValueError, match="cannot tell the annotation format"):
+        detect_format(tmp_path)
+
+
+def test_real_voc_layout_with_imagesets(tmp_path: Path) -> None:
+    """fruits-nuts: VOC2007 layout, absolute Windows <path>s, lists without a final newline."""
+    root = shutil.copytree(FRUITS, tmp_path / "fruits")
+    index, result = clean_folder(root, "auto", {}, ClassRules(["date", "fig", "hazelnut"]), False, False)
+    assert len(result.kept) == 18 and not result.dropped
+    assert sum(len(s.annotation.boxes) for s in result.kept) == 164
+    assert all(s.image.startswith("VOC2007/JPEGImages/") for s in result.kept)
+    lists = voc_imagesets(root, ImageIndex(root))
+    assert {n for n, s in lists.items() if s == "test"} == {"VOC2007/JPEGImages/10.jpg", "VOC2007/JPEGImages/15.jpg"}
+    assert len(lists) == 18
