@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from odpipe.annotations import Annotation, Box
 from odpipe.formats import ImageIndex, Issue, Parsed, read_dataset
 from odpipe.report import box_sizes
+from odpipe.splitting import pins_from_lists, split_images
 
 PASS_THROUGH_FORMATS = {"JPEG", "PNG"}  # what a TFRecord can hold as it is
 EXIF_ORIENTATION = 0x0112
@@ -252,3 +253,20 @@ def clean_folder(
     """Parse a dataset folder in ``fmt`` ('auto' to detect it) and clean it."""
     index, parsed = read_dataset(root, fmt, options)
     return index, clean(root, index, parsed, rules, keep_negatives, drop_difficult)
+
+
+def split_samples(
+    samples: Sequence[Sample],
+    lists: Mapping[str, str],
+    ratios: Mapping[str, float],
+    seed: int,
+    group_pattern: str | None,
+) -> dict[str, list[Sample]]:
+    """Cleaned samples by split; ``lists`` (VOC ImageSets, by input file name) pin images."""
+    by_name = {s.image: s for s in samples}
+    hashes = {s.image: s.sha256 for s in samples}
+    labels = {s.image: [b.label for b in s.annotation.boxes] for s in samples}
+    renamed = {s.source: s.image for s in samples}  # names change when converted to JPEG
+    pins = pins_from_lists({renamed.get(k, k): v for k, v in lists.items()}, hashes, ratios, seed)
+    names = split_images(hashes, labels, ratios, seed, group_pattern, pins)
+    return {split: [by_name[n] for n in split_names] for split, split_names in names.items()}

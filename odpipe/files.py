@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -46,3 +46,11 @@ def write_csv(rows: Iterable[dict], columns: Sequence[str], path: Path | str) ->
 def read_csv(path: Path | str) -> list[dict]:
     with Path(path).open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def write_files(files: Mapping[str, bytes], root: Path | str) -> None:
+    """Write each ``relative name -> bytes`` under ``root``, creating sub-folders."""
+    for name, data in files.items():
+        path = Path(root) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)

@@ -6,12 +6,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from odpipe.annotations import annotation_to_dict
-from odpipe.cleaning import ClassRules, clean_folder, issues_as_dicts, report
-from odpipe.files import fresh_dir, write_json, write_jsonl
+from odpipe.cleaning import ClassRules, clean_folder, issues_as_dicts, report, split_samples
+from odpipe.files import fresh_dir, write_files, write_json, write_jsonl
 from odpipe.formats import voc_imagesets
 from odpipe.report import markdown, sample_grid
 from odpipe.runtime import stage
-from odpipe.splitting import pins_from_lists, split_images
 
 log = logging.getLogger(__name__)
 
@@ -23,25 +22,17 @@ def main(cfg: DictConfig) -> None:
     rules = ClassRules(classes, dict(dataset.class_map), list(dataset.ignore_classes), dataset.unknown_classes)
     index, result = clean_folder(raw, dataset.format, dataset, rules, dataset.keep_negatives, dataset.drop_difficult)
 
-    samples = {s.image: s for s in result.kept}
-    hashes = {name: s.sha256 for name, s in samples.items()}
-    labels = {name: [b.label for b in s.annotation.boxes] for name, s in samples.items()}
     lists = voc_imagesets(raw, index) if options.use_imagesets else {}
-    renamed = {s.source: s.image for s in result.kept}  # names change when converted to JPEG
-    pins = pins_from_lists({renamed.get(k, k): v for k, v in lists.items()}, hashes, options.ratios, options.seed)
-    splits = split_images(hashes, labels, options.ratios, options.seed, options.group_pattern, pins)
+    splits = split_samples(result.kept, lists, options.ratios, options.seed, options.group_pattern)
 
     out = fresh_dir(cfg.paths.clean_split)
-    images = Path(cfg.paths.clean_images)
-    for name, data in result.images.items():
-        (images / name).parent.mkdir(parents=True, exist_ok=True)
-        (images / name).write_bytes(data)
-    for split, names in splits.items():
-        write_jsonl((annotation_to_dict(samples[n].annotation) for n in names), out / f"{split}.jsonl")
+    write_files(result.images, cfg.paths.clean_images)
+    for split, samples in splits.items():
+        write_jsonl((annotation_to_dict(s.annotation) for s in samples), out / f"{split}.jsonl")
     issues = issues_as_dicts(result)
     write_json(issues, out / "issues.json")
 
-    summary = report(result, {split: [samples[n] for n in names] for split, names in splits.items()}, classes)
+    summary = report(result, splits, classes)
     write_json(summary, cfg.paths.clean_split_report)
     grid = Path(cfg.paths.clean_split_grid)
     sample_grid([s.annotation for s in result.kept], result.images, classes).save(grid, quality=90)
