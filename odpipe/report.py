@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from PIL import Image, ImageDraw
 
-from odpipe.annotations import Annotation
+from odpipe.annotations import Annotation, Box
 
 # COCO's own size buckets (box area in pixels), so the report and the metrics agree.
 SIZE_BUCKETS = (("small", 32**2), ("medium", 96**2), ("large", float("inf")))
@@ -62,6 +62,16 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
     return "\n".join(lines)
 
 
+def draw_boxes(image: Image.Image, boxes: Sequence[Box], classes: Sequence[str], scale: float = 1.0) -> None:
+    """Draw labelled boxes in place, one colour per class (the same in every picture)."""
+    draw = ImageDraw.Draw(image)
+    for box in boxes:
+        colour = PALETTE[classes.index(box.label) % len(PALETTE)] if box.label in classes else (255, 255, 255)
+        xy = (box.xmin * scale, box.ymin * scale, box.xmax * scale, box.ymax * scale)
+        draw.rectangle(xy, outline=colour, width=2)
+        draw.text((xy[0] + 2, xy[1] + 1), box.label, fill=colour)
+
+
 def sample_grid(
     annotations: Sequence[Annotation],
     images: Mapping[str, bytes],
@@ -78,11 +88,6 @@ def sample_grid(
             image = opened.convert("RGB")
         scale = tile / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-        draw = ImageDraw.Draw(image)
-        for box in annotation.boxes:
-            colour = PALETTE[classes.index(box.label) % len(PALETTE)] if box.label in classes else (255, 255, 255)
-            xy = (box.xmin * scale, box.ymin * scale, box.xmax * scale, box.ymax * scale)
-            draw.rectangle(xy, outline=colour, width=2)
-            draw.text((xy[0] + 2, xy[1] + 1), box.label, fill=colour)
+        draw_boxes(image, annotation.boxes, classes, scale)
         grid.paste(image, ((i % columns) * tile, (i // columns) * tile))
     return grid

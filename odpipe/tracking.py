@@ -142,3 +142,16 @@ def run_status(client: MlflowClient, run_id: str) -> Iterator[None]:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+
+
+def register_model(client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float]) -> str:
+    """Log the exported model folder to the run and register it as a new version of ``name``
+    in the Model Registry, its metrics as tags; returns the version."""
+    client.log_artifacts(run_id, str(export_dir), "model")
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    tags = {key: f"{value:.4f}" for key, value in metrics.items()}
+    return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version

@@ -6,7 +6,14 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.evaluation import coco_detections, coco_ground_truth, coco_metrics, detect, load_detector
+from odpipe.evaluation import (
+    check_quality_gate,
+    coco_detections,
+    coco_ground_truth,
+    coco_metrics,
+    detect_all,
+    load_detector,
+)
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import read_csv, write_json
 from odpipe.label_map import read_label_map
@@ -17,6 +24,7 @@ from odpipe.tracking import (
     log_artifacts,
     log_metrics,
     read_run_id,
+    register_model,
     resolve_tracking_uri,
     run_for_evaluation,
     run_status,
@@ -30,11 +38,12 @@ def main(cfg: DictConfig) -> None:
     export_dir, images = Path(cfg.paths.export), Path(cfg.paths.clean_images)
     records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv"))
     detector = load_detector(export_dir)
-    detections = [detect(detector, (images / r.filename).read_bytes(), cfg.evaluate.min_score) for r in records]
+    encoded = [(images / r.filename).read_bytes() for r in records]
+    detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
     ground_truth = coco_ground_truth(records, read_label_map(export_dir / LABEL_MAP_NAME))
     metrics, summary = coco_metrics(ground_truth, coco_detections(detections))
     log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)
-    report = {**metrics, "num_images": len(records), "num_detections": sum(map(len, detections))}
+    report = {**metrics, **speed, "num_images": len(records), "num_detections": sum(map(len, detections))}
     write_json(report, cfg.paths.evaluate_report)
 
     client = MlflowClient(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
@@ -45,6 +54,9 @@ def main(cfg: DictConfig) -> None:
     with run_status(client, run_id):
         log_metrics(client, run_id, report)
         log_artifacts(client, run_id, [Path(cfg.paths.evaluate_report)])
+        if check_quality_gate(metrics, cfg.evaluate.min_map):
+            version = register_model(client, run_id, export_dir, cfg.evaluate.registered_model, metrics)
+            log.info("registered %s version %s", cfg.evaluate.registered_model, version)
 
 
 if __name__ == "__main__":

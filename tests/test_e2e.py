@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +100,9 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
 
     metrics = json.loads((project / paths.evaluate_report).read_text())
     assert set(COCO_STATS) <= set(metrics) and metrics["num_images"] > 0
+    assert {"ap/circle", "ap/square", "ap/triangle"} <= set(metrics)
+    assert 0 < metrics["latency_ms_p50"] <= metrics["latency_ms_p90"] <= metrics["latency_ms_p99"]
+    assert metrics["images_per_second"] > 0
 
 
 def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
@@ -108,6 +119,7 @@ def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
     assert run.data.tags["mlflow.source.git.commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"pipeline.config", "label_map.pbtxt", "evaluate.json"} <= artifacts
+    assert {"clean_split.json", "clean_split.md", "clean_split_samples.jpg"} <= artifacts
     plot_rows = read_csv(project / params.paths.train_plot)
     assert [int(r["step"]) for r in plot_rows] == [m.step for m in history]
 
@@ -129,3 +141,115 @@ def test_reruns_follow_the_declared_params(project: Path) -> None:
     ran = _repro(project, ["evaluate.min_score=0.01", "train.num_steps=30"])
     assert {"train", "export", "evaluate"} <= ran
     assert not ran & DATA_STAGES
+
+
+def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -> None:
+    paths = load_params(project).paths
+    images = sorted((project / paths.clean_images).glob("*.jpg"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for image in images[:2]:
+        shutil.copy(image, folder / image.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    args = [str(project / paths.export), str(folder), str(images[2].parent / images[2].name.replace(".jpg", ".j*g"))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "odpipe.predict", *args, "--out", str(out), "--min-score", "0", "--max-detections", "5"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "broken.jpg: cannot read the image" in proc.stderr
+    result = json.loads((out / "detections.json").read_text())
+    assert len(result["errors"]) == 1
+    files = {Path(r["file"]).name for r in result["detections"]}
+    assert files == {i.name for i in images}
+    per_file = {f: sum(Path(r["file"]).name == f for r in result["detections"]) for f in files}
+    assert all(n == 5 for n in per_file.values())
+    classes = set(read_label_map(project / paths.label_map).values())
+    rows = read_csv(out / "detections.csv")
+    assert len(rows) == len(result["detections"]) and {r["class"] for r in rows} <= classes
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(i.name for i in images)
+
+
+def test_quality_gate_fails_clearly_or_registers_the_model(project: Path) -> None:
+    with pytest.raises(RuntimeError, match="quality gate failed"):
+        _repro(project, ["evaluate.min_map=1.01"])
+    _repro(project, ["evaluate.min_map=0.0"])
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (version,) = client.search_model_versions("name='odpipe-detector'")
+    assert "map" in version.tags
+    assert {a.path for a in client.list_artifacts(version.run_id, "model")} >= {
+        "model/saved_model",
+        "model/label_map.pbtxt",
+    }
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real `mlflow server` on 127.0.0.1, with its own store and artifact folder."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "art"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _rest(url: str, endpoint: str, **query) -> dict:
+    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_stages_log_to_a_tracking_server(project: Path, mlflow_server: str) -> None:
+    """Runs last in this module: it retrains by hand (stages are Hydra apps) against a server."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    for name in ("train", "evaluate"):
+        proc = subprocess.run(
+            [sys.executable, f"stages/{name}.py"], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    params = load_params(project)
+    run_id = read_run_id(project / params.paths.mlflow_run)
+
+    run = _rest(mlflow_server, "runs/get", run_id=run_id)["run"]
+    logged = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert logged["train.num_steps"] == str(params.train.num_steps)
+    assert logged["evaluate.split"] == "test"
+    assert {"map", "map_50", "ar_100"} <= {m["key"] for m in run["data"]["metrics"]}
+    history = _rest(mlflow_server, "metrics/get-history", run_id=run_id, metric_key="loss/total_loss")["metrics"]
+    assert sorted(m["step"] for m in history) == list(range(10, params.train.num_steps + 1, 10))
+    artifacts = {f["path"] for f in _rest(mlflow_server, "artifacts/list", run_id=run_id).get("files", [])}
+    assert {"pipeline.config", "label_map.pbtxt", "evaluate.json"} <= artifacts

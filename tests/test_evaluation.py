@@ -18,8 +18,9 @@ def _perfect() -> list[list[Detection]]:
 
 def test_perfect_detections_score_one() -> None:
     metrics, table = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(_perfect()))
-    assert set(metrics) == set(COCO_STATS)
+    assert set(metrics) == set(COCO_STATS) | {"ap/circle", "ap/square", "ap/triangle"}
     assert metrics["map"] == pytest.approx(1.0)
+    assert metrics["ap/circle"] == metrics["ap/triangle"] == pytest.approx(1.0)
     assert metrics["map_50"] == pytest.approx(1.0)
     assert metrics["ar_100"] == pytest.approx(1.0)
     assert "Average Precision" in table
@@ -42,3 +43,23 @@ def test_wrong_class_or_misplaced_boxes_score_low() -> None:
 def test_no_detections_at_all_is_zero_not_a_crash() -> None:
     metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), [])
     assert metrics["map"] == 0.0 and metrics["ar_100"] == 0.0
+
+
+def test_per_class_ap_averages_to_the_overall_map() -> None:
+    """One class found perfectly, one half found: the per-class APs differ, and their mean
+    is pycocotools' own mAP."""
+    half = [[d for d in ds if d.class_id != 2] for ds in _perfect()]
+    metrics, _ = coco_metrics(coco_ground_truth(RECORDS, CATEGORIES), coco_detections(half))
+    assert metrics["ap/circle"] == pytest.approx(1.0)
+    assert metrics["ap/square"] == pytest.approx(0.0)
+    per_class = [metrics[f"ap/{n}"] for n in CATEGORIES.values()]
+    assert sum(per_class) / len(per_class) == pytest.approx(metrics["map"])
+
+
+def test_quality_gate() -> None:
+    from odpipe.evaluation import QualityGateError, check_quality_gate
+
+    assert check_quality_gate({"map": 0.2}, None) is False
+    assert check_quality_gate({"map": 0.5}, 0.5) is True
+    with pytest.raises(QualityGateError, match="0.300 < evaluate.min_map 0.5"):
+        check_quality_gate({"map": 0.3}, 0.5)

@@ -1,0 +1,123 @@
+"""Use an exported model: ``odpipe predict MODEL_DIR INPUT... --out DIR``.
+
+INPUT is an image, a folder (searched recursively) or a glob. For each image the detections
+go to ``detections.json`` and ``detections.csv`` (class name, score, pixel box) and an
+annotated copy to ``annotated/``. Images are read the way training read them (EXIF rotation
+applied; CMYK, 16-bit, BMP, WebP converted), so predictions line up with what a person sees.
+An unreadable input is reported by name and skipped; the exit status is 1 if any was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from odpipe.annotations import IMAGE_SUFFIXES, Box
+from odpipe.cleaning import normalise_image
+from odpipe.evaluation import detect, load_detector
+from odpipe.export import LABEL_MAP_NAME
+from odpipe.files import write_csv, write_json
+from odpipe.label_map import read_label_map
+from odpipe.report import draw_boxes
+
+CSV_COLUMNS = ("file", "class", "score", "xmin", "ymin", "xmax", "ymax")
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """Images named directly, found in folders, or matched by glob patterns; in order, once."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"{item}: no such file, folder or matching images")
+            found += [m for m in matches if m.is_file()]
+    return list(dict.fromkeys(found))
+
+
+def predict_images(
+    model_dir: Path, images: Sequence[Path], out_dir: Path, min_score: float, max_detections: int
+) -> tuple[list[dict], list[str]]:
+    """Detections of every image (as rows) and the errors of those that could not be read."""
+    detector = load_detector(model_dir)
+    classes = read_label_map(model_dir / LABEL_MAP_NAME)
+    names = [classes[i] for i in sorted(classes)]
+    annotated = out_dir / "annotated"
+    annotated.mkdir(parents=True, exist_ok=True)
+    rows, errors = [], []
+    used: set[str] = set()
+    for path in images:
+        try:
+            data, _, _, _ = normalise_image(path.read_bytes(), None)
+        except UnidentifiedImageError:
+            errors.append(f"{path}: cannot read the image (not an image format Pillow recognises)")
+            continue
+        except (OSError, SyntaxError, ValueError) as err:
+            errors.append(f"{path}: cannot read the image ({err})")
+            continue
+        detections = detect(detector, data, min_score)[:max_detections]
+        boxes = [Box(classes.get(d.class_id, str(d.class_id)), d.xmin, d.ymin, d.xmax, d.ymax) for d in detections]
+        rows += [
+            {
+                "file": str(path),
+                "class": b.label,
+                "score": round(d.score, 4),
+                "xmin": round(b.xmin, 1),
+                "ymin": round(b.ymin, 1),
+                "xmax": round(b.xmax, 1),
+                "ymax": round(b.ymax, 1),
+            }
+            for b, d in zip(boxes, detections, strict=True)
+        ]
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
+        draw_boxes(image, boxes, names)
+        name = next(n for n in (f"{path.stem}{s}.jpg" for s in ("", *range(1, len(images) + 1))) if n not in used)
+        used.add(name)
+        image.save(annotated / name, quality=90)
+    return rows, errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="odpipe predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", type=Path, help="an exported model folder (models/export)")
+    parser.add_argument("inputs", nargs="+", help="images, folders or glob patterns")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
+    parser.add_argument("--min-score", type=float, default=0.5, help="drop detections below this score")
+    parser.add_argument("--max-detections", type=int, default=100, help="keep at most this many per image")
+    args = parser.parse_args(argv)
+    if not (args.model_dir / "saved_model").is_dir():
+        parser.error(f"{args.model_dir}: no saved_model/ inside; pass the export stage's folder")
+    try:
+        images = expand_inputs(args.inputs)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    rows, errors = predict_images(args.model_dir, images, args.out, args.min_score, args.max_detections)
+    write_json({"detections": rows, "errors": errors}, args.out / "detections.json")
+    write_csv(rows, CSV_COLUMNS, args.out / "detections.csv")
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"{len(images) - len(errors)} image(s), {len(rows)} detection(s) -> {args.out}")
+    return 1 if errors else 0
+
+
+def cli() -> None:
+    """The ``odpipe`` command; ``predict`` is its one subcommand so far."""
+    if len(sys.argv) < 2 or sys.argv[1] != "predict":
+        sys.exit("usage: odpipe predict MODEL_DIR INPUT... [--out DIR] [--min-score S] [--max-detections N]")
+    sys.exit(main(sys.argv[2:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
