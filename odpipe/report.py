@@ -29,20 +29,15 @@ def box_sizes(annotations: Sequence[Annotation]) -> dict[str, int]:
 
 def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_name: str, max_rows: int = 50) -> str:
     """The report: totals, reasons, per split and class counts, box sizes, decisions."""
+    changes = {**summary["fixed_by_reason"]}
+    changes |= {f"unused annotation: {k}": v for k, v in summary["unused_annotations_by_reason"].items()}
     lines = [
         "# Dataset cleaning and split report",
         "",
         f"{summary['images_in']} images in: {summary['kept']} kept, {summary['dropped']} dropped.",
         "",
-        "| reason | images dropped |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in summary["dropped_by_reason"].items()),
-        "",
-        "| change | count |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in summary["fixed_by_reason"].items()),
-        *(f"| unused annotation: {k} | {v} |" for k, v in summary["unused_annotations_by_reason"].items()),
-        "",
+        *_table(("reason", "images dropped"), summary["dropped_by_reason"], "No image was dropped."),
+        *_table(("change", "count"), changes, "Nothing was changed."),
         "| split | images | boxes | " + " | ".join(summary["classes"]) + " |",
         "|---|---|---|" + "---|" * len(summary["classes"]),
     ]
@@ -70,6 +65,13 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Box], classes: Sequence[str],
         xy = (box.xmin * scale, box.ymin * scale, box.xmax * scale, box.ymax * scale)
         draw.rectangle(xy, outline=colour, width=2)
         draw.text((xy[0] + 2, xy[1] + 1), box.label, fill=colour)
+
+
+def _table(header: tuple[str, str], counts: Mapping[str, int], empty: str) -> list[str]:
+    """A two-column Markdown table of counts, or one sentence when there is nothing to count."""
+    if not counts:
+        return [empty, ""]
+    return [f"| {header[0]} | {header[1]} |", "|---|---|", *(f"| {k} | {v} |" for k, v in counts.items()), ""]
 
 
 def sample_grid(

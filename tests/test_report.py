@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from odpipe.cleaning import ClassRules, clean_folder, issues_as_dicts, report
+from odpipe.report import markdown, sample_grid
+from odpipe.synthetic import generate
+
+from .conftest import CLASSES
+
+
+def _report(root: Path) -> tuple[str, object]:
+    _, result = clean_folder(root, "auto", {}, ClassRules(CLASSES), False, False)
+    summary = report(result, {"train": result.kept, "val": [], "test": []}, CLASSES)
+    return markdown(summary, issues_as_dicts(result), "grid.jpg"), result
+
+
+def test_report_names_each_decision_and_counts_per_class(spec, tmp_path: Path) -> None:
+    images = generate(spec, tmp_path)
+    images[0].write_bytes(b"")
+    text, result = _report(tmp_path)
+    assert f"{spec.num_images} images in: {spec.num_images - 1} kept, 1 dropped." in text
+    assert "| image_empty | 1 |" in text
+    assert f"`{images[0].name}`: **image_empty**" in text
+    assert "| split | images | boxes | circle | square | triangle |" in text
+    assert "![samples with their boxes](grid.jpg)" in text
+
+    grid = sample_grid([s.annotation for s in result.kept], result.images, CLASSES, tile=64, columns=2)
+    assert grid.size == (128, 128)
+
+
+def test_a_clean_dataset_says_so(spec, tmp_path: Path) -> None:
+    generate(spec, tmp_path)
+    text, _ = _report(tmp_path)
+    assert "No image was dropped." in text and "Nothing was changed." in text
