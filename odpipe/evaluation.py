@@ -178,3 +178,44 @@ def check_quality_gate(metrics: Mapping[str, float], min_map: float | None) -> b
             "the model is not registered"
         )
     return True
+
+
+BACKGROUND = "background"
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def confusion_pairs(
+    records: Sequence[ImageBoxes],
+    detections: Sequence[Sequence[Detection]],
+    categories: Mapping[int, str],
+    iou_threshold: float,
+    score_threshold: float,
+) -> list[dict[str, str]]:
+    """One ``{actual, predicted}`` pair per ground-truth box and per kept detection.
+
+    Detections at or above ``score_threshold`` are matched greedily, best score first, to
+    the unmatched ground-truth box of highest IoU (any class) at or above ``iou_threshold``.
+    A missed box pairs with ``background`` as predicted, a false alarm with ``background`` as
+    actual: the confusion matrix's background row and column (DVC's confusion template).
+    """
+    pairs = []
+    for record, found in zip(records, detections, strict=True):
+        unmatched = dict(enumerate(record.boxes))
+        for d in sorted((d for d in found if d.score >= score_threshold), key=lambda d: -d.score):
+            box = (d.xmin, d.ymin, d.xmax, d.ymax)
+            best = max(unmatched, key=lambda i: _iou(unmatched[i], box), default=None)
+            if best is not None and _iou(unmatched[best], box) >= iou_threshold:
+                del unmatched[best]
+                pairs.append({"actual": categories[record.labels[best]], "predicted": categories[d.class_id]})
+            else:
+                pairs.append({"actual": BACKGROUND, "predicted": categories.get(d.class_id, str(d.class_id))})
+        pairs += [{"actual": categories[record.labels[i]], "predicted": BACKGROUND} for i in unmatched]
+    return pairs

@@ -1,5 +1,6 @@
 """evaluate: the exported model over a split, COCO box metrics to DVC and MLflow."""
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from odpipe.evaluation import (
     coco_detections,
     coco_ground_truth,
     coco_metrics,
+    confusion_pairs,
     detect_all,
     load_detector,
 )
@@ -40,11 +42,14 @@ def main(cfg: DictConfig) -> None:
     detector = load_detector(export_dir)
     encoded = [(images / r.filename).read_bytes() for r in records]
     detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
-    ground_truth = coco_ground_truth(records, read_label_map(export_dir / LABEL_MAP_NAME))
+    categories = read_label_map(export_dir / LABEL_MAP_NAME)
+    ground_truth = coco_ground_truth(records, categories)
     metrics, summary = coco_metrics(ground_truth, coco_detections(detections))
     log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)
     report = {**metrics, **speed, "num_images": len(records), "num_detections": sum(map(len, detections))}
     write_json(report, cfg.paths.evaluate_report)
+    pairs = confusion_pairs(records, detections, categories, cfg.evaluate.iou_threshold, cfg.evaluate.score_threshold)
+    Path(cfg.paths.confusion).write_text(json.dumps(pairs, indent=1) + "\n")
 
     client = MlflowClient(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
     params = flatten({"evaluate": OmegaConf.to_container(cfg.evaluate)})

@@ -104,6 +104,13 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     assert 0 < metrics["latency_ms_p50"] <= metrics["latency_ms_p90"] <= metrics["latency_ms_p99"]
     assert metrics["images_per_second"] > 0
 
+    pairs = json.loads((project / paths.confusion).read_text())
+    test_boxes = sum(1 for row in read_csv(project / paths.convert / "test.csv") if row["class"])
+    assert sum(p["actual"] != "background" for p in pairs) == test_boxes
+    assert {p["predicted"] for p in pairs} | {p["actual"] for p in pairs} <= {*classes.values(), "background"}
+    plots = json.loads(run_dvc(project, "plots", "show", "--json").stdout)["data"]
+    assert any("confusion" in name for name in plots) and any("train_losses" in name for name in plots)
+
 
 def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")

@@ -63,3 +63,21 @@ def test_quality_gate() -> None:
     assert check_quality_gate({"map": 0.5}, 0.5) is True
     with pytest.raises(QualityGateError, match="0.300 < evaluate.min_map 0.5"):
         check_quality_gate({"map": 0.3}, 0.5)
+
+
+def test_confusion_pairs_have_background_row_and_column() -> None:
+    from odpipe.evaluation import confusion_pairs
+
+    found = [
+        [
+            Detection(1, 0.9, 10, 10, 50, 40),  # circle found as circle
+            Detection(3, 0.8, 60, 20, 90, 70),  # square found as triangle
+            Detection(2, 0.7, 0, 60, 20, 79),  # nothing there: a false alarm
+            Detection(1, 0.1, 60, 20, 90, 70),  # below the score threshold: ignored
+        ],
+        [],  # the triangle of image b is missed
+    ]
+    pairs = confusion_pairs(RECORDS, found, CATEGORIES, iou_threshold=0.5, score_threshold=0.5)
+    assert sorted((p["actual"], p["predicted"]) for p in pairs) == sorted(
+        [("circle", "circle"), ("square", "triangle"), ("background", "square"), ("triangle", "background")]
+    )
