@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 from PIL import Image
@@ -98,13 +99,12 @@ def read_voc_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     parsed = Parsed()
     for xml in sorted(root.rglob("*.xml")):
         source = _rel(xml, root)
+        image = index.by_stem(xml.stem, near=source)
         try:
             annotation = read_voc(xml)
         except AnnotationError as err:
-            image = index.by_stem(xml.stem, near=source)
             parsed.issues.append(Issue(image or source, "annotation_invalid", str(err)))
             continue
-        image = index.by_stem(xml.stem, near=source)
         if image is None or PurePosixPath(image).parent != PurePosixPath(source).parent:
             image = index.resolve(annotation.filename, near=source) or image
         _add(parsed, image, annotation, source)
@@ -158,12 +158,18 @@ def read_csv_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     return parsed
 
 
-def _load_json(path: Path, root: Path, parsed: Parsed):
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        parsed.issues.append(Issue(_rel(path, root), "annotation_invalid", f"{_rel(path, root)}: not JSON ({err})"))
-        return None
+def _json_documents(root: Path, parsed: Parsed, is_kind: Callable[[object], bool]) -> Iterator[tuple[str, Any]]:
+    """(relative path, content) of every JSON file under ``root`` that ``is_kind`` accepts;
+    a file that is not JSON at all is reported as ``annotation_invalid``."""
+    for path in sorted(root.rglob("*.json")):
+        source = _rel(path, root)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            parsed.issues.append(Issue(source, "annotation_invalid", f"{source}: not JSON ({err})"))
+            continue
+        if is_kind(data):
+            yield source, data
 
 
 def is_coco(data) -> bool:
@@ -182,11 +188,7 @@ def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
     """COCO detection JSON: ``bbox`` is x, y, w, h; crowd regions are not objects to detect,
     so ``iscrowd`` boxes are dropped and reported."""
     parsed = Parsed()
-    for path in sorted(root.rglob("*.json")):
-        data = _load_json(path, root, parsed)
-        if not is_coco(data):
-            continue
-        source = _rel(path, root)
+    for source, data in _json_documents(root, parsed, is_coco):
         names = {c["id"]: str(c["name"]) for c in data["categories"]}
         boxes: dict[int, list[Box]] = {}
         for ann in data["annotations"]:
@@ -218,11 +220,7 @@ def read_linkedai_dataset(root: Path, index: ImageIndex, options: Mapping) -> Pa
     """LinkedAI exports: a list of ``{image, width, height, tags: [{name, type, pos}]}``,
     numbers often as strings; tags other than bounding boxes are reported and skipped."""
     parsed = Parsed()
-    for path in sorted(root.rglob("*.json")):
-        data = _load_json(path, root, parsed)
-        if not is_linkedai(data):
-            continue
-        source = _rel(path, root)
+    for source, data in _json_documents(root, parsed, is_linkedai):
         for entry in data:
             boxes = []
             for tag in entry["tags"]:
