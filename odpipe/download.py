@@ -91,13 +91,18 @@ def extract(archive: Path, dst: Path) -> None:
         raise ValueError(f"{archive}: not a zip or tar archive")
 
 
-def fetch_archive(location: str, cache_dir: Path, sha256: str | None) -> Path:
-    """A local archive path as it is (checked against ``sha256``), or a URL downloaded."""
-    if urlparse(location).scheme in ("http", "https"):
+def is_url(location: str) -> bool:
+    return urlparse(location).scheme in ("http", "https")
+
+
+def fetch_archive(location: str, cache_dir: Path, sha256: str | None, key: str = "dataset.path") -> Path:
+    """A local archive path as it is (checked against ``sha256``), or a URL downloaded.
+    ``key`` is the config key the location came from, for the error message."""
+    if is_url(location):
         return download(location, cache_dir, sha256)
     path = Path(location).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"dataset.path {path} is not a file")
+        raise FileNotFoundError(f"{key} {path} is not a file")
     if sha256 and (actual := sha256_file(path)) != sha256.lower():
         raise ValueError(f"{path}: sha256 is {actual}, expected {sha256}")
     return path

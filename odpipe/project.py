@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,14 +86,17 @@ def code_deps(root: Path, script: str) -> set[str]:
     return deps
 
 
+CODE_DEP = re.compile(r"\s*- (stages|odpipe)/\w+\.py$")
+
+
 def sync_code_deps(root: Path) -> None:
     """Rewrite the code part of each stage's ``deps`` in dvc.yaml from what the stage's
-    script imports (``make deps``); data deps (``${...}``) and comments stay as they are."""
+    script imports (``make deps``); other deps (data, config folders) and comments stay."""
     text = (root / "dvc.yaml").read_text()
     for name in stage_names(root):
         deps_at = text.index("    deps:\n", text.index(f"\n  {name}:\n"))
         end = text.index("    params:\n", deps_at)
-        kept = [line for line in text[deps_at:end].splitlines()[1:] if "${" in line or line.strip().startswith("#")]
+        kept = [line for line in text[deps_at:end].splitlines()[1:] if not CODE_DEP.match(line)]
         script = f"stages/{name}.py"
         code = [script, *sorted(code_deps(root, script) - {script})]
         block = "    deps:\n" + "".join(f"      - {c}\n" for c in code) + "".join(f"{line}\n" for line in kept)

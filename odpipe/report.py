@@ -80,9 +80,11 @@ def sample_grid(
     classes: Sequence[str],
     tile: int = 256,
     columns: int = 4,
+    rows: int | None = None,
 ) -> Image.Image:
-    """Up to ``columns``² images with their boxes and labels drawn, each scaled into a tile."""
-    chosen = list(annotations)[: columns * columns]
+    """Up to ``columns`` × ``rows`` (default square) images with their boxes and labels drawn,
+    each scaled into a tile."""
+    chosen = list(annotations)[: columns * (rows or columns)]
     rows = max(1, -(-len(chosen) // columns))
     grid = Image.new("RGB", (columns * tile, rows * tile), (32, 32, 32))
     for i, annotation in enumerate(chosen):

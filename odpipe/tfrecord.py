@@ -109,23 +109,30 @@ def shard_pattern(out_dir: Path | str, split: str) -> str:
     return f"{out_dir}/{split}-?????-of-?????.tfrecord"
 
 
+def with_images(records: Iterable[ImageBoxes], image_root: Path) -> Iterator[tuple[ImageBoxes, bytes]]:
+    """Each record with its image file's bytes, read lazily."""
+    for record in records:
+        yield record, (image_root / record.filename).read_bytes()
+
+
 def write_tfrecords(
-    records: list[ImageBoxes], image_root: Path, out_dir: Path, split: str, num_shards: int
-) -> list[Path]:
-    """Round-robin the examples over ``num_shards`` files, so shards are equally sized."""
+    examples: Iterable[tuple[ImageBoxes, bytes]], out_dir: Path, split: str, num_shards: int
+) -> tuple[list[Path], int]:
+    """Round-robin the examples over ``num_shards`` files, so shards are equally sized.
+    Returns the shard paths and how many examples they hold."""
     if num_shards < 1:
         raise ValueError(f"tfrecord.num_shards must be >= 1, got {num_shards}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = shard_paths(out_dir, split, num_shards)
     writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
+    count = 0
     try:
-        for index, record in enumerate(records):
-            encoded = (image_root / record.filename).read_bytes()
-            writers[index % num_shards].write(make_example(record, encoded).SerializeToString())
+        for count, (record, encoded) in enumerate(examples, start=1):
+            writers[(count - 1) % num_shards].write(make_example(record, encoded).SerializeToString())
     finally:
         for writer in writers:
             writer.close()
-    return paths
+    return paths, count
 
 
 def read_examples(pattern: str) -> Iterator[dict]:

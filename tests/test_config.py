@@ -65,6 +65,7 @@ def test_every_stage_has_a_script_listed_as_a_dependency() -> None:
         "clean_split",
         "convert",
         "tfrecord",
+        "base_model",
         "pipeline_config",
         "train",
         "export",

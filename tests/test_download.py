@@ -5,11 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
 import zipfile
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,40 +15,15 @@ from odpipe.download import UnsafeArchiveError, download, extract
 from odpipe.sources import ingest
 from odpipe.synthetic import generate
 
-
-class RangeHandler(SimpleHTTPRequestHandler):
-    """Serves files, honouring ``Range: bytes=N-`` as real servers do; counts requests."""
-
-    requests: list[str] = []
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        RangeHandler.requests.append(self.headers.get("Range") or "full")
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
+from .conftest import RangeHandler, serve
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "served"
     root.mkdir()
-    RangeHandler.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(root) as url:
+        yield url, root
 
 
 def _zip_of(folder: Path, out: Path) -> Path:

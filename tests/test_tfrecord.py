@@ -12,7 +12,7 @@ from odpipe.cleaning import ClassRules, clean_folder
 from odpipe.files import read_csv, write_csv
 from odpipe.label_map import class_ids
 from odpipe.synthetic import generate
-from odpipe.tfrecord import ImageBoxes, group_csv_rows, read_examples, shard_pattern, write_tfrecords
+from odpipe.tfrecord import ImageBoxes, group_csv_rows, read_examples, shard_pattern, with_images, write_tfrecords
 
 from .conftest import CLASSES
 
@@ -28,8 +28,8 @@ def csv_rows(spec, tmp_path: Path) -> list[dict]:
 @pytest.mark.parametrize("num_shards", [1, 3])
 def test_decoded_records_match_the_csv_and_the_original_bytes(csv_rows, tmp_path: Path, num_shards: int) -> None:
     records = group_csv_rows(csv_rows)
-    paths = write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", num_shards)
-    assert len(paths) == num_shards and all(p.stat().st_size > 0 for p in paths)
+    paths, count = write_tfrecords(with_images(records, tmp_path / "raw"), tmp_path / "tf", "train", num_shards)
+    assert count == len(records) and len(paths) == num_shards and all(p.stat().st_size > 0 for p in paths)
 
     decoded = {ex["filename"].decode(): ex for ex in read_examples(shard_pattern(tmp_path / "tf", "train"))}
     assert set(decoded) == {r.filename for r in records}
@@ -51,7 +51,7 @@ def test_image_bytes_are_passed_through_unchanged(csv_rows, tmp_path: Path) -> N
     import tensorflow as tf
 
     records = group_csv_rows(csv_rows)
-    write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", 1)
+    write_tfrecords(with_images(records, tmp_path / "raw"), tmp_path / "tf", "train", 1)
     for serialized in tf.data.TFRecordDataset(str(tmp_path / "tf" / "train-00000-of-00001.tfrecord")):
         example = tf.train.Example.FromString(serialized.numpy())
         feature = example.features.feature
@@ -64,7 +64,7 @@ def test_non_jpeg_png_images_are_refused_by_name(csv_rows, tmp_path: Path) -> No
     records = group_csv_rows(csv_rows)
     (tmp_path / "raw" / records[0].filename).write_bytes(b"BM not a jpeg")
     with pytest.raises(ValueError, match=records[0].filename):
-        write_tfrecords(records, tmp_path / "raw", tmp_path / "tf", "train", 1)
+        write_tfrecords(with_images(records, tmp_path / "raw"), tmp_path / "tf", "train", 1)
 
 
 def test_difficult_and_truncated_reach_the_decoder(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_difficult_and_truncated_reach_the_decoder(tmp_path: Path) -> None:
     record = ImageBoxes(
         image.name, 64, 64, ((1, 1, 20, 20), (30, 30, 60, 60)), (1, 2), ("circle", "square"), (1, 0), (0, 1)
     )
-    write_tfrecords([record], tmp_path / "raw", tmp_path / "tf", "train", 1)
+    write_tfrecords(with_images([record], tmp_path / "raw"), tmp_path / "tf", "train", 1)
     (example,) = read_examples(shard_pattern(tmp_path / "tf", "train"))
     assert list(example["groundtruth_difficult"]) == [1, 0]
     # The decoder has no output for truncated; the feature is there for other readers.
