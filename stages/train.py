@@ -48,8 +48,16 @@ def main(cfg: DictConfig) -> None:
         log.info(progress.line(step, scalars))
 
     with run_status(client, run_id):
-        dataset_report = [cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid]
-        log_artifacts(client, run_id, [pipeline_config, Path(cfg.paths.label_map), *map(Path, dataset_report)])
+        inputs = [
+            cfg.paths.pipeline_config,
+            cfg.paths.label_map,
+            f"{cfg.paths.base_model}/source.json",
+            cfg.paths.clean_split_report,
+            cfg.paths.clean_split_markdown,
+            cfg.paths.clean_split_grid,
+            cfg.paths.augment_preview,
+        ]
+        log_artifacts(client, run_id, [Path(p) for p in inputs])
         train(pipeline_config, model_dir, cfg.train.steps_per_loop, cfg.train.checkpoint_max_to_keep, on_scalars)
         columns = ["step", *sorted({key for row in history for key in row} - {"step"})]
         write_csv(history, columns, cfg.paths.train_plot)
