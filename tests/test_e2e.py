@@ -110,6 +110,7 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     assert {p["predicted"] for p in pairs} | {p["actual"] for p in pairs} <= {*classes.values(), "background"}
     plots = json.loads(run_dvc(project, "plots", "show", "--json").stdout)["data"]
     assert any("confusion" in name for name in plots) and any("train_losses" in name for name in plots)
+    assert any("augment_preview" in name for name in plots)
 
 
 def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
@@ -126,7 +127,8 @@ def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
     assert run.data.tags["mlflow.source.git.commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"pipeline.config", "label_map.pbtxt", "evaluate.json"} <= artifacts
-    assert {"clean_split.json", "clean_split.md", "clean_split_samples.jpg"} <= artifacts
+    assert {"clean_split.json", "clean_split.md", "clean_split_samples.jpg", "augment_preview.jpg"} <= artifacts
+    assert "source.json" in artifacts  # where the base model came from
     plot_rows = read_csv(project / params.paths.train_plot)
     assert [int(r["step"]) for r in plot_rows] == [m.step for m in history]
 
@@ -148,6 +150,12 @@ def test_reruns_follow_the_declared_params(project: Path) -> None:
     ran = _repro(project, ["evaluate.min_score=0.01", "train.num_steps=30"])
     assert {"train", "export", "evaluate"} <= ran
     assert not ran & DATA_STAGES
+
+    # Another augmentation policy: the train TFRecords and what reads them, nothing else.
+    ran = _repro(project, ["evaluate.min_score=0.01", "train.num_steps=30", "augment=light"])
+    assert ran == {"tfrecord", "train", "export", "evaluate"}
+    train_examples = list(read_examples(shard_pattern(project / load_params(project).paths.tfrecord, "train")))
+    assert sum("#aug1" in e["filename"].decode() for e in train_examples) == len(train_examples) // 2
 
 
 def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -> None:

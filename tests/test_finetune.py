@@ -1,0 +1,103 @@
+"""Fine-tuning from a TF2 Detection Zoo-style tarball, end to end with the real `dvc exp run`.
+
+The tarball is made from a model this pipeline trained (circles, squares and triangles), laid
+out as the zoo's (`<name>/checkpoint/ckpt-0.*`, `<name>/pipeline.config`, `<name>/saved_model/`)
+and served from a real HTTP server on 127.0.0.1. The fine-tune runs on another class set
+(diamonds and circles), once from the checkpoint and once from scratch, same seed and data.
+
+Two proofs that train_loop really restored the checkpoint:
+- the trained backbone stays within a few per cent of the checkpoint's, while the one trained
+  from scratch is as far from it as two unrelated weight sets are;
+- the loss over the first training loops is clearly lower. The very first step alone says
+  little here: the class and box heads are new and random in both runs (a detection checkpoint
+  restores the backbone only), so that step measures the heads' initialisation as much as the
+  backbone (measured: 4.38 fine-tuned against 4.79 from scratch).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from odpipe.files import read_csv
+from odpipe.manifest import sha256_file
+from odpipe.pipeline_config import load_pipeline
+from odpipe.project import copy_project, run_dvc
+from odpipe.runtime import load_params
+
+from .conftest import ROOT, RangeHandler, serve, zoo_tarball
+
+NAME = "odpipe_shapes_ssd_160x160"
+
+
+def _backbone(model_dir: Path) -> dict[str, np.ndarray]:
+    """The feature extractor's kernels in the latest checkpoint of ``model_dir``."""
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)) or str(model_dir))
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if "_feature_extractor" in key and key.endswith("kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    }
+
+
+def _relative_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys() and a
+    return float(np.sqrt(sum(np.sum((a[k] - b[k]) ** 2) for k in a) / sum(np.sum(a[k] ** 2) for k in a)))
+
+
+@pytest.fixture(scope="module")
+def zoo_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A zoo-style tarball of a model the pipeline trained, and its checkpoint folder."""
+    work = copy_project(ROOT, tmp_path_factory.mktemp("pretrain") / "project")
+    shapes = ["experiment=smoke", "dataset.num_images=160", "train.batch_size=16", "train.num_steps=600"]
+    run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*shapes, "train.steps_per_loop=100"]), "export", timeout=1500)
+    paths = load_params(work).paths
+    checkpoint = Path(tf.train.latest_checkpoint(str(work / paths.train)))
+    served = tmp_path_factory.mktemp("served")
+    tarball = zoo_tarball(
+        served / f"{NAME}.tar.gz", NAME, work / paths.pipeline_config, checkpoint, work / paths.export / "saved_model"
+    )
+    return tarball, checkpoint.parent
+
+
+def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path: Path) -> None:
+    tarball, pretrained = zoo_model
+    work = copy_project(ROOT, tmp_path / "project")
+    with serve(tarball.parent) as url:
+        run = [
+            "experiment=smoke",
+            "dataset.classes=[diamond,circle]",
+            f"model.source={url}/{tarball.name}",
+            f"model.sha256={sha256_file(tarball)}",
+            "train.batch_size=8",
+            "train.num_steps=60",
+            "train.steps_per_loop=10",
+        ]
+        fine_tuned = run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*run, "model.fine_tune=true"]), "train")
+        assert RangeHandler.requests == ["full"]
+        paths = load_params(work).paths
+        config = load_pipeline(work / paths.pipeline_config)
+        assert config.model.ssd.num_classes == 2
+        assert config.train_config.fine_tune_checkpoint == f"{paths.base_model}/checkpoint/ckpt-0"
+        assert config.train_config.fine_tune_checkpoint_type == "detection"
+        fine_tuned_losses = [float(r["loss/total_loss"]) for r in read_csv(work / paths.train_plot)]
+        fine_tuned_backbone = _backbone(work / paths.train)
+
+        scratch = run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*run, "model.fine_tune=false"]), "train")
+    assert "base_model" in re.findall(r"Running stage '(\w+)'", fine_tuned.stdout)
+    assert set(re.findall(r"Running stage '(\w+)'", scratch.stdout)) == {"pipeline_config", "train"}
+    assert not load_pipeline(work / paths.pipeline_config).train_config.fine_tune_checkpoint
+    scratch_losses = [float(r["loss/total_loss"]) for r in read_csv(work / paths.train_plot)]
+
+    base = _backbone(pretrained)
+    drift = _relative_distance(base, fine_tuned_backbone), _relative_distance(base, _backbone(work / paths.train))
+    print(f"backbone distance from the checkpoint: fine-tuned {drift[0]:.3f}, from scratch {drift[1]:.3f}")
+    means = np.mean(fine_tuned_losses), np.mean(scratch_losses)
+    print(f"mean loss over 60 steps: fine-tuned {means[0]:.3f}, from scratch {means[1]:.3f}")
+    assert drift[0] < 0.1 and drift[1] > 0.5
+    assert len(fine_tuned_losses) == len(scratch_losses) == 6
+    assert means[0] < 0.85 * means[1]
