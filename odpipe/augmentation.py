@@ -19,7 +19,7 @@ import albumentations as A
 import numpy as np
 from PIL import Image
 
-from odpipe.annotations import Annotation, Box
+from odpipe.annotations import Annotation
 from odpipe.report import sample_grid
 from odpipe.tfrecord import ImageBoxes
 
@@ -128,8 +128,7 @@ def augment(examples: Iterable[tuple[ImageBoxes, bytes]], policy: Policy) -> Ite
 
 def as_annotation(record: ImageBoxes) -> Annotation:
     """An example in the shape the report's sample grid draws."""
-    boxes = tuple(Box(text, *box) for text, box in zip(record.texts, record.boxes, strict=True))
-    return Annotation(record.filename, record.width, record.height, boxes)
+    return Annotation(record.filename, record.width, record.height, record.labelled_boxes())
 
 
 def preview_grid(

@@ -14,6 +14,7 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from odpipe.annotations import Box
 from odpipe.tfrecord import ImageBoxes
 
 # COCOeval.stats, in its own order, under names that DVC and MLflow both accept.
@@ -43,6 +44,30 @@ class Detection:
     ymin: float
     xmax: float
     ymax: float
+
+
+def as_boxes(detections: Sequence[Detection], categories: Mapping[int, str]) -> list[Box]:
+    """Detections as labelled boxes, to draw or to write; an id missing from the label map
+    keeps its number as its label."""
+    return [Box(categories.get(d.class_id, str(d.class_id)), d.xmin, d.ymin, d.xmax, d.ymax) for d in detections]
+
+
+def score_captions(boxes: Sequence[Box], detections: Sequence[Detection]) -> list[str]:
+    return [f"{b.label} {d.score:.2f}" for b, d in zip(boxes, detections, strict=True)]
+
+
+def comparison_row(
+    record: ImageBoxes,
+    encoded: bytes,
+    detections: Sequence[Detection],
+    categories: Mapping[int, str],
+    threshold: float,
+) -> tuple[bytes, tuple[Box, ...], list[Box], list[str]]:
+    """One row of ``report.side_by_side``: the image, its boxes, and the detections kept at
+    ``threshold`` captioned with their scores."""
+    kept = [d for d in detections if d.score >= threshold]
+    boxes = as_boxes(kept, categories)
+    return encoded, record.labelled_boxes(), boxes, score_captions(boxes, kept)
 
 
 def load_detector(export_dir: Path):
@@ -183,7 +208,8 @@ def check_quality_gate(metrics: Mapping[str, float], min_map: float | None) -> b
 BACKGROUND = "background"
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (xmin, ymin, xmax, ymax) boxes."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
     if w <= 0 or h <= 0:
@@ -211,8 +237,8 @@ def confusion_pairs(
         unmatched = dict(enumerate(record.boxes))
         for d in sorted((d for d in found if d.score >= score_threshold), key=lambda d: -d.score):
             box = (d.xmin, d.ymin, d.xmax, d.ymax)
-            best = max(unmatched, key=lambda i: _iou(unmatched[i], box), default=None)
-            if best is not None and _iou(unmatched[best], box) >= iou_threshold:
+            best = max(unmatched, key=lambda i: iou(unmatched[i], box), default=None)
+            if best is not None and iou(unmatched[best], box) >= iou_threshold:
                 del unmatched[best]
                 pairs.append({"actual": categories[record.labels[best]], "predicted": categories[d.class_id]})
             else:

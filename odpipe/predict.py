@@ -18,9 +18,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from odpipe.annotations import IMAGE_SUFFIXES, Box
+from odpipe.annotations import IMAGE_SUFFIXES
 from odpipe.cleaning import normalise_image
-from odpipe.evaluation import detect, load_detector
+from odpipe.evaluation import as_boxes, detect, load_detector, score_captions
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import write_csv, write_json
 from odpipe.label_map import read_label_map
@@ -67,7 +67,7 @@ def predict_images(
             errors.append(f"{path}: cannot read the image ({err})")
             continue
         detections = detect(detector, data, min_score)[:max_detections]
-        boxes = [Box(classes.get(d.class_id, str(d.class_id)), d.xmin, d.ymin, d.xmax, d.ymax) for d in detections]
+        boxes = as_boxes(detections, classes)
         rows += [
             {
                 "file": str(path),
@@ -82,7 +82,7 @@ def predict_images(
         ]
         with Image.open(io.BytesIO(data)) as opened:
             image = opened.convert("RGB")
-        draw_boxes(image, boxes, names)
+        draw_boxes(image, boxes, names, captions=score_captions(boxes, detections))
         name = next(n for n in (f"{path.stem}{s}.jpg" for s in ("", *range(1, len(images) + 1))) if n not in used)
         used.add(name)
         image.save(annotated / name, quality=90)

@@ -57,14 +57,21 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
     return "\n".join(lines)
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[Box], classes: Sequence[str], scale: float = 1.0) -> None:
-    """Draw labelled boxes in place, one colour per class (the same in every picture)."""
+def draw_boxes(
+    image: Image.Image,
+    boxes: Sequence[Box],
+    classes: Sequence[str],
+    scale: float = 1.0,
+    captions: Sequence[str] | None = None,
+) -> None:
+    """Draw labelled boxes in place, one colour per class (the same in every picture); each
+    box is captioned with its label unless ``captions`` says otherwise (e.g. with a score)."""
     draw = ImageDraw.Draw(image)
-    for box in boxes:
+    for i, box in enumerate(boxes):
         colour = PALETTE[classes.index(box.label) % len(PALETTE)] if box.label in classes else (255, 255, 255)
         xy = (box.xmin * scale, box.ymin * scale, box.xmax * scale, box.ymax * scale)
         draw.rectangle(xy, outline=colour, width=2)
-        draw.text((xy[0] + 2, xy[1] + 1), box.label, fill=colour)
+        draw.text((xy[0] + 2, xy[1] + 1), captions[i] if captions else box.label, fill=colour)
 
 
 def _table(header: tuple[str, str], counts: Mapping[str, int], empty: str) -> list[str]:
@@ -94,4 +101,24 @@ def sample_grid(
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         draw_boxes(image, annotation.boxes, classes, scale)
         grid.paste(image, ((i % columns) * tile, (i // columns) * tile))
+    return grid
+
+
+def side_by_side(
+    rows: Sequence[tuple[bytes, Sequence[Box], Sequence[Box], Sequence[str]]],
+    classes: Sequence[str],
+    tile: int = 320,
+) -> Image.Image:
+    """One row per image: ground truth on the left, predictions (captioned, e.g. with their
+    scores) on the right, so a wrong or missed box is seen at a glance."""
+    grid = Image.new("RGB", (2 * tile, max(1, len(rows)) * tile), (32, 32, 32))
+    for row, (encoded, truth, predicted, captions) in enumerate(rows):
+        with Image.open(io.BytesIO(encoded)) as opened:
+            image = opened.convert("RGB")
+        scale = tile / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        for column, (boxes, texts) in enumerate(((truth, None), (predicted, captions))):
+            panel = image.resize(size)
+            draw_boxes(panel, boxes, classes, scale, texts)
+            grid.paste(panel, (column * tile, row * tile))
     return grid

@@ -15,6 +15,7 @@ import tensorflow as tf
 from object_detection.data_decoders import tf_example_decoder
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge, needed by the decoder)
+from odpipe.annotations import Box
 
 IMAGE_FORMATS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png"}
 
@@ -31,6 +32,10 @@ class ImageBoxes:
     texts: tuple[str, ...]
     difficult: tuple[int, ...] = ()
     truncated: tuple[int, ...] = ()
+
+    def labelled_boxes(self) -> tuple[Box, ...]:
+        """The boxes with their class names, to draw."""
+        return tuple(Box(text, *box) for text, box in zip(self.texts, self.boxes, strict=True))
 
 
 def group_csv_rows(rows: Iterable[dict]) -> list[ImageBoxes]:

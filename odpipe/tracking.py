@@ -128,8 +128,12 @@ def run_for_evaluation(
 
 
 def log_artifacts(client: MlflowClient, run_id: str, paths: Iterable[Path]) -> None:
+    """Files at the top of the run's artifacts, folders under their own name."""
     for path in paths:
-        client.log_artifact(run_id, str(path))
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), path.name)
+        else:
+            client.log_artifact(run_id, str(path))
 
 
 @contextmanager

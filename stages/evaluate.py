@@ -1,4 +1,5 @@
-"""evaluate: the exported model over a split, COCO box metrics to DVC and MLflow."""
+"""evaluate: the exported model over a split: COCO box metrics, per-class PR curves, the score
+threshold chosen on val, a confusion matrix, best and worst images, speed; to DVC and MLflow."""
 
 import json
 import logging
@@ -7,18 +8,21 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from odpipe.curves import best_and_worst, threshold_report
 from odpipe.evaluation import (
     check_quality_gate,
     coco_detections,
     coco_ground_truth,
     coco_metrics,
+    comparison_row,
     confusion_pairs,
     detect_all,
     load_detector,
 )
 from odpipe.export import LABEL_MAP_NAME
-from odpipe.files import read_csv, write_json
+from odpipe.files import fresh_dir, read_csv, write_csv, write_json
 from odpipe.label_map import read_label_map
+from odpipe.report import side_by_side
 from odpipe.runtime import stage
 from odpipe.tfrecord import group_csv_rows
 from odpipe.tracking import (
@@ -38,18 +42,40 @@ log = logging.getLogger(__name__)
 @stage("evaluate")
 def main(cfg: DictConfig) -> None:
     export_dir, images = Path(cfg.paths.export), Path(cfg.paths.clean_images)
-    records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv"))
     detector = load_detector(export_dir)
-    encoded = [(images / r.filename).read_bytes() for r in records]
-    detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
     categories = read_label_map(export_dir / LABEL_MAP_NAME)
-    ground_truth = coco_ground_truth(records, categories)
-    metrics, summary = coco_metrics(ground_truth, coco_detections(detections))
+
+    def run(split: str):
+        records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{split}.csv"))
+        encoded = [(images / r.filename).read_bytes() for r in records]
+        detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
+        return records, encoded, detections, speed
+
+    records, encoded, detections, speed = run(cfg.evaluate.split)
+    val_records, _, val_detections, _ = run("val")
+    metrics, summary = coco_metrics(coco_ground_truth(records, categories), coco_detections(detections))
     log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)
-    report = {**metrics, **speed, "num_images": len(records), "num_detections": sum(map(len, detections))}
+    chosen = threshold_report(
+        (val_records, val_detections), (records, detections), categories, cfg.evaluate.iou_threshold
+    )
+    log.info("score threshold %.2f (best F1 on val): %s", chosen.metrics["threshold"], chosen.metrics)
+    report = {**metrics, **chosen.metrics, **speed, "num_images": len(records)}
+    report["num_detections"] = sum(map(len, detections))
     write_json(report, cfg.paths.evaluate_report)
-    pairs = confusion_pairs(records, detections, categories, cfg.evaluate.iou_threshold, cfg.evaluate.score_threshold)
+
+    score_threshold = cfg.evaluate.score_threshold
+    score_threshold = chosen.metrics["threshold"] if score_threshold is None else score_threshold
+    pairs = confusion_pairs(records, detections, categories, cfg.evaluate.iou_threshold, score_threshold)
     Path(cfg.paths.confusion).write_text(json.dumps(pairs, indent=1) + "\n")
+    write_csv(chosen.val_curve, ["threshold", "f1", "precision", "recall"], cfg.paths.f1_curve)
+    pr_dir = fresh_dir(cfg.paths.pr_curves)
+    for name, points in chosen.pr.items():
+        write_csv(points, ["recall", "precision"], pr_dir / f"{name}.csv")
+    samples_dir = fresh_dir(cfg.paths.samples)
+    classes = [categories[i] for i in sorted(categories)]
+    for kind, indices in best_and_worst(chosen.image_scores, cfg.evaluate.num_samples).items():
+        rows = [comparison_row(records[i], encoded[i], detections[i], categories, score_threshold) for i in indices]
+        side_by_side(rows, classes).save(samples_dir / f"{kind}.jpg", quality=90)
 
     client = MlflowClient(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
     params = flatten({"evaluate": OmegaConf.to_container(cfg.evaluate)})
@@ -58,7 +84,7 @@ def main(cfg: DictConfig) -> None:
     )
     with run_status(client, run_id):
         log_metrics(client, run_id, report)
-        log_artifacts(client, run_id, [Path(cfg.paths.evaluate_report)])
+        log_artifacts(client, run_id, [Path(cfg.paths.evaluate_report), Path(cfg.paths.f1_curve), pr_dir, samples_dir])
         if check_quality_gate(metrics, cfg.evaluate.min_map):
             version = register_model(client, run_id, export_dir, cfg.evaluate.registered_model, metrics)
             log.info("registered %s version %s", cfg.evaluate.registered_model, version)

@@ -102,6 +102,10 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     assert set(COCO_STATS) <= set(metrics) and metrics["num_images"] > 0
     assert {"ap/circle", "ap/square", "ap/triangle"} <= set(metrics)
     assert 0 < metrics["latency_ms_p50"] <= metrics["latency_ms_p90"] <= metrics["latency_ms_p99"]
+    assert 0.05 <= metrics["threshold"] < 1 and {"val_f1", "precision", "recall", "f1"} <= set(metrics)
+    test_classes = {r["class"] for r in read_csv(project / paths.convert / "test.csv") if r["class"]}
+    assert {p.stem for p in (project / paths.pr_curves).glob("*.csv")} == test_classes
+    assert {p.name for p in (project / paths.samples).iterdir()} == {"best.jpg", "worst.jpg"}
     assert metrics["images_per_second"] > 0
 
     pairs = json.loads((project / paths.confusion).read_text())
@@ -110,7 +114,8 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     assert {p["predicted"] for p in pairs} | {p["actual"] for p in pairs} <= {*classes.values(), "background"}
     plots = json.loads(run_dvc(project, "plots", "show", "--json").stdout)["data"]
     assert any("confusion" in name for name in plots) and any("train_losses" in name for name in plots)
-    assert any("augment_preview" in name for name in plots)
+    assert any("augment_preview" in name for name in plots) and "f1_threshold" in plots
+    assert any("pr_curves" in name for name in plots) and any("samples/worst.jpg" in name for name in plots)
 
 
 def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
@@ -129,6 +134,7 @@ def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
     assert {"pipeline.config", "label_map.pbtxt", "evaluate.json"} <= artifacts
     assert {"clean_split.json", "clean_split.md", "clean_split_samples.jpg", "augment_preview.jpg"} <= artifacts
     assert "source.json" in artifacts  # where the base model came from
+    assert {"f1_threshold.csv", "pr_curves", "samples"} <= artifacts
     plot_rows = read_csv(project / params.paths.train_plot)
     assert [int(r["step"]) for r in plot_rows] == [m.step for m in history]
 
