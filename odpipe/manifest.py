@@ -22,3 +22,12 @@ def build_manifest(root: Path, source: dict) -> dict:
         for path in sorted(p for p in root.rglob("*") if p.is_file())
     ]
     return {"source": source, "num_files": len(files), "files": files}
+
+
+def folder_digest(root: Path) -> str:
+    """One sha256 for every file under ``root``, names included: a data version to tag runs
+    with (two runs with the same digest trained on the same bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()

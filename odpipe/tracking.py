@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 TRAIN_RUN_TAG = "odpipe.train_run_id"
 DVC_EXP_TAG = "dvc.exp_name"
+DATA_VERSION_TAG = "odpipe.data_version"  # digest of the train/val/test TFRecords the model saw
 
 
 def resolve_tracking_uri(configured: str, root: Path) -> str:

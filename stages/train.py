@@ -8,9 +8,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.files import fresh_dir, write_csv
+from odpipe.manifest import folder_digest
 from odpipe.pipeline_config import load_pipeline
 from odpipe.runtime import stage
 from odpipe.tracking import (
+    DATA_VERSION_TAG,
     create_run,
     flatten,
     log_artifacts,
@@ -35,7 +37,8 @@ def main(cfg: DictConfig) -> None:
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
     client = MlflowClient(uri)
     params = flatten({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "paths"})
-    run_id = create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params)
+    data_version = {DATA_VERSION_TAG: folder_digest(Path(cfg.paths.tfrecord))}
+    run_id = create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params, data_version)
     write_run_file(Path(cfg.paths.mlflow_run), run_id, uri)
     log.info("MLflow run %s at %s", run_id, uri)
 

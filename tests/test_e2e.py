@@ -25,7 +25,7 @@ from odpipe.project import copy_project, run_dvc, stage_names
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.splitting import SPLITS
 from odpipe.tfrecord import read_examples, shard_pattern
-from odpipe.tracking import TRAIN_RUN_TAG, read_run_id
+from odpipe.tracking import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
 
 from .conftest import ROOT
 
@@ -204,6 +204,52 @@ def test_quality_gate_fails_clearly_or_registers_the_model(project: Path) -> Non
         "model/saved_model",
         "model/label_map.pbtxt",
     }
+
+
+def _experiments(project: Path) -> dict[str, dict]:
+    """`dvc exp show --json`: each experiment's name, params and metrics, by name."""
+    shown = json.loads(run_dvc(project, "exp", "show", "--json").stdout)
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for revision in exp["revs"]:
+                data = revision.get("data") or {}
+                if revision.get("name") and data:
+                    found[revision["name"]] = {
+                        "params": data["params"]["params.yaml"]["data"],
+                        "metrics": data["metrics"].get("reports/evaluate.json", {}).get("data", {}),
+                    }
+    return found
+
+
+def test_a_queued_sweep_runs_two_experiments_at_once(project: Path) -> None:
+    """`dvc exp run --queue` then `dvc queue start -j 2`: each experiment runs in its own temporary
+    copy of the repo, yet its MLflow run lands in the project's store, under its own name."""
+    before = set(_experiments(project))
+    run_dvc(project, "exp", "run", "--queue", "-S", "experiment=smoke", "-S", "train.learning_rate=0.01,0.03")
+    run_dvc(project, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 1200
+    while re.search(r"\b(Queued|Running)\b", run_dvc(project, "queue", "status").stdout):
+        assert time.monotonic() < deadline, "the queue did not finish in 20 minutes"
+        time.sleep(5)
+    status = run_dvc(project, "queue", "status").stdout
+    assert "Failed" not in status, status
+
+    swept = {name: exp for name, exp in _experiments(project).items() if name not in before}
+    assert sorted(exp["params"]["train"]["learning_rate"] for exp in swept.values()) == [0.01, 0.03]
+    assert all(exp["metrics"]["map"] >= 0 and "threshold" in exp["metrics"] for exp in swept.values())
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("odpipe").experiment_id
+    for name, exp in swept.items():
+        (run,) = client.search_runs([experiment_id], f"attributes.run_name = '{name}'")
+        assert run.info.status == "FINISHED"
+        assert run.data.params["train.learning_rate"] == str(exp["params"]["train"]["learning_rate"])
+        assert run.data.tags["mlflow.source.git.commit"] and run.data.tags[DATA_VERSION_TAG]
+        assert run.data.metrics["map"] == pytest.approx(exp["metrics"]["map"])
+    # Same data, same TFRecords: both runs carry the same data version.
+    versions = {r.data.tags[DATA_VERSION_TAG] for r in client.search_runs([experiment_id]) if r.info.run_name in swept}
+    assert len(versions) == 1
 
 
 @pytest.fixture
