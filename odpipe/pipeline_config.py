@@ -44,6 +44,7 @@ class PipelineSettings:
     train_input: str
     eval_input: str
     image_size: int | None = None
+    depth_multiplier: float | None = None  # SSD backbone width: the model-size knob of a sweep
     learning_rate: float | None = None
     warmup_steps: int | None = None
     fine_tune_checkpoint: str | None = None
@@ -195,6 +196,10 @@ def apply_settings(
     model.num_classes = settings.num_classes
     if settings.image_size is not None:
         _set_image_size(model, settings.image_size)
+    if settings.depth_multiplier is not None:
+        if architecture(config) != "ssd":
+            raise ValueError("model.depth_multiplier applies to SSD models only; set it to null")
+        model.feature_extractor.depth_multiplier = settings.depth_multiplier
     _set_post_processing(config, settings)
     _boxes_only(config)
 

@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
         train_input=shard_pattern(cfg.paths.tfrecord, "train"),
         eval_input=shard_pattern(cfg.paths.tfrecord, "val"),
         image_size=cfg.model.image_size,
+        depth_multiplier=cfg.model.depth_multiplier,
         learning_rate=cfg.train.learning_rate,
         warmup_steps=cfg.train.warmup_steps,
         fine_tune_checkpoint=str(checkpoint_prefix(base)) if cfg.model.fine_tune else None,

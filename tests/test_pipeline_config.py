@@ -59,6 +59,14 @@ def test_settings_land_in_the_proto_and_the_model_builds(tmp_path: Path) -> None
     assert not reread.train_config.fine_tune_checkpoint
 
 
+def test_depth_multiplier_widens_an_ssd_backbone_and_is_refused_elsewhere() -> None:
+    config = apply_settings(load_pipeline(BASE), _settings(depth_multiplier=0.5))
+    assert config.model.ssd.feature_extractor.depth_multiplier == pytest.approx(0.5)
+    validate(config)
+    with pytest.raises(ValueError, match="SSD models only"):
+        apply_settings(load_pipeline(ZOO_LIKE / "faster_rcnn_resnet50.config"), _settings(depth_multiplier=0.5))
+
+
 def test_warmup_never_exceeds_the_run_and_checkpoint_is_set_when_given() -> None:
     config = apply_settings(
         load_pipeline(BASE), _settings(num_steps=20, warmup_steps=300, fine_tune_checkpoint="m/ckpt-0")
