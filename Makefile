@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench lint format mlflow-ui
+.PHONY: help env params deps repro test bench bench-augment lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ test: $(STAMP)  ## run the test suite
 
 bench: $(STAMP)  ## quality bar: default pipeline from scratch, test mAP and stage times
 	$(PY) benchmarks/quality.py
+
+bench-augment: $(STAMP)  ## cost of each augmentation policy in the tfrecord stage, against `none`
+	$(PY) benchmarks/augment_speed.py
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

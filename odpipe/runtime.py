@@ -111,6 +111,15 @@ def load_params(root: Path) -> DictConfig:
     return OmegaConf.load(root / PARAMS_FILE)
 
 
+def compose_config(root: Path, overrides: list[str]) -> DictConfig:
+    """``conf/`` composed with Hydra overrides, in memory (for benchmarks and tests that need
+    one group's settings without a params.yaml)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(root / CONF_DIR), version_base=None):
+        return compose("config", overrides=overrides)
+
+
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
     """Compose ``conf/`` into ``output`` with DVC's own function, so ``make params`` (for plain
     ``dvc repro``) writes byte for byte what ``dvc exp run -S ...`` would."""

@@ -3,47 +3,34 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from odpipe.annotations import read_voc, to_csv_rows
 from odpipe.augmentation import Policy, augment, augment_one, build_transform, preview_grid
+from odpipe.label_map import class_ids
+from odpipe.runtime import compose_config
 from odpipe.synthetic import generate
-from odpipe.tfrecord import ImageBoxes, read_examples, shard_pattern, with_images, write_tfrecords
+from odpipe.tfrecord import ImageBoxes, group_csv_rows, read_examples, shard_pattern, with_images, write_tfrecords
 
 from .conftest import CLASSES, ROOT
 
 
-def _policy(name: str, **changes) -> Policy:
+def _policy(name: str) -> Policy:
     """A policy from conf/augment, as the tfrecord stage reads it."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"augment={name}"])
-    return Policy(**{**Policy.from_config(cfg.augment).__dict__, **changes})
+    return Policy.from_config(compose_config(ROOT, [f"augment={name}"]).augment)
 
 
 @pytest.fixture
 def examples(spec, tmp_path: Path) -> list[tuple[ImageBoxes, bytes]]:
     """The synthetic images with their boxes, as the tfrecord stage gets them."""
-    from odpipe.annotations import read_voc
-
     generate(spec, tmp_path / "raw")
-    records = []
-    for xml in sorted((tmp_path / "raw").glob("*.xml")):
-        annotation = read_voc(xml)
-        records.append(
-            ImageBoxes(
-                annotation.filename,
-                annotation.width,
-                annotation.height,
-                tuple((b.xmin, b.ymin, b.xmax, b.ymax) for b in annotation.boxes),
-                tuple(CLASSES.index(b.label) + 1 for b in annotation.boxes),
-                tuple(b.label for b in annotation.boxes),
-            )
-        )
-    return list(with_images(records, tmp_path / "raw"))
+    annotations = [read_voc(xml) for xml in sorted((tmp_path / "raw").glob("*.xml"))]
+    return list(with_images(group_csv_rows(to_csv_rows(annotations, class_ids(CLASSES))), tmp_path / "raw"))
 
 
 def _pixels(encoded: bytes) -> np.ndarray:
@@ -93,7 +80,7 @@ def test_the_same_seed_gives_identical_tfrecords_and_another_seed_does_not(examp
     policy = _policy("default")
     first = _write(examples, policy, tmp_path / "a")
     assert _write(examples, policy, tmp_path / "b") == first
-    assert _write(examples, Policy(**{**policy.__dict__, "seed": policy.seed + 1}), tmp_path / "c") != first
+    assert _write(examples, replace(policy, seed=policy.seed + 1), tmp_path / "c") != first
 
 
 def test_copies_are_written_beside_the_originals_and_decode(examples, tmp_path: Path) -> None:
