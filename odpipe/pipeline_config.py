@@ -211,6 +211,10 @@ def apply_settings(
     if settings.augmentation is not None:
         del train.data_augmentation_options[:]
         train.data_augmentation_options.extend(augmentation_options(settings.augmentation))
+    if settings.image_size is not None:  # EfficientDet's crop-and-pad makes squares of the input size
+        for step in train.data_augmentation_options:
+            if step.HasField("random_scale_crop_and_pad_to_square"):
+                step.random_scale_crop_and_pad_to_square.output_size = settings.image_size
     if settings.fine_tune_checkpoint:
         train.fine_tune_checkpoint = settings.fine_tune_checkpoint
         train.fine_tune_checkpoint_type = settings.fine_tune_checkpoint_type

@@ -121,6 +121,8 @@ def test_each_architecture_is_edited_where_it_keeps_things_and_builds(name: str)
     assert (train.batch_size, train.num_steps, train.use_bfloat16) == (4, 300, False)
     assert not train.fine_tune_checkpoint
     assert list(config.eval_config.metrics_set) == ["coco_detection_metrics"]
+    crops = [s for s in train.data_augmentation_options if s.HasField("random_scale_crop_and_pad_to_square")]
+    assert all(s.random_scale_crop_and_pad_to_square.output_size == 256 for s in crops)
     validate(config)  # builds the model and runs a blank image through it
 
 
