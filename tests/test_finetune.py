@@ -8,10 +8,12 @@ and served from a real HTTP server on 127.0.0.1. The fine-tune runs on another c
 Two proofs that train_loop really restored the checkpoint:
 - the trained backbone stays within a few per cent of the checkpoint's, while the one trained
   from scratch is as far from it as two unrelated weight sets are;
-- the loss over the first training loops is clearly lower. The very first step alone says
-  little here: the class and box heads are new and random in both runs (a detection checkpoint
-  restores the backbone only), so that step measures the heads' initialisation as much as the
-  backbone (measured: 4.38 fine-tuned against 4.79 from scratch).
+- the first step's localization loss is clearly lower. The first step's total loss is not a
+  sound test here: a detection checkpoint restores the backbone only, so the class head is new
+  and random in both runs and its loss is the same either way (measured over three seeds:
+  classification 3.37 to 3.41 fine-tuned against 3.10 to 3.38 from scratch), and the restored
+  weights add L2 regularization (0.33 against 0.01). The box head, fed the pretrained features,
+  starts clearly better (localization 0.73 to 0.83 against 1.06 to 1.23).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path
             f"model.source={url}/{tarball.name}",
             f"model.sha256={sha256_file(tarball)}",
             "train.batch_size=8",
-            "train.num_steps=60",
-            "train.steps_per_loop=10",
+            "train.num_steps=10",
+            "train.steps_per_loop=1",
         ]
         fine_tuned = run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*run, "model.fine_tune=true"]), "train")
         assert RangeHandler.requests == ["full"]
@@ -84,20 +86,23 @@ def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path
         assert config.model.ssd.num_classes == 2
         assert config.train_config.fine_tune_checkpoint == f"{paths.base_model}/checkpoint/ckpt-0"
         assert config.train_config.fine_tune_checkpoint_type == "detection"
-        fine_tuned_losses = [float(r["loss/total_loss"]) for r in read_csv(work / paths.train_plot)]
+        fine_tuned_losses = read_csv(work / paths.train_plot)
         fine_tuned_backbone = _backbone(work / paths.train)
 
         scratch = run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*run, "model.fine_tune=false"]), "train")
     assert "base_model" in re.findall(r"Running stage '(\w+)'", fine_tuned.stdout)
     assert set(re.findall(r"Running stage '(\w+)'", scratch.stdout)) == {"pipeline_config", "train"}
     assert not load_pipeline(work / paths.pipeline_config).train_config.fine_tune_checkpoint
-    scratch_losses = [float(r["loss/total_loss"]) for r in read_csv(work / paths.train_plot)]
+    scratch_losses = read_csv(work / paths.train_plot)
 
     base = _backbone(pretrained)
     drift = _relative_distance(base, fine_tuned_backbone), _relative_distance(base, _backbone(work / paths.train))
     print(f"backbone distance from the checkpoint: fine-tuned {drift[0]:.3f}, from scratch {drift[1]:.3f}")
-    means = np.mean(fine_tuned_losses), np.mean(scratch_losses)
-    print(f"mean loss over 60 steps: fine-tuned {means[0]:.3f}, from scratch {means[1]:.3f}")
     assert drift[0] < 0.1 and drift[1] > 0.5
-    assert len(fine_tuned_losses) == len(scratch_losses) == 6
-    assert means[0] < 0.85 * means[1]
+
+    assert (
+        [r["step"] for r in fine_tuned_losses] == [r["step"] for r in scratch_losses] == [str(i) for i in range(1, 11)]
+    )
+    first = {name: (float(fine_tuned_losses[0][name]), float(scratch_losses[0][name])) for name in fine_tuned_losses[0]}
+    print("first step, fine-tuned against from scratch:", {k: v for k, v in first.items() if k.startswith("loss/")})
+    assert first["loss/localization_loss"][0] < 0.9 * first["loss/localization_loss"][1]
