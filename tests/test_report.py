@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from odpipe.annotations import Box
 from odpipe.cleaning import ClassRules, clean_folder, issues_as_dicts, report
-from odpipe.report import markdown, sample_grid
+from odpipe.report import markdown, sample_grid, side_by_side
 from odpipe.synthetic import generate
 
 from .conftest import CLASSES
@@ -33,3 +38,17 @@ def test_a_clean_dataset_says_so(spec, tmp_path: Path) -> None:
     generate(spec, tmp_path)
     text, _ = _report(tmp_path)
     assert "No image was dropped." in text and "Nothing was changed." in text
+
+
+def test_side_by_side_puts_truth_left_and_captioned_predictions_right() -> None:
+    image = Image.new("RGB", (100, 50), (0, 0, 0))
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    truth = [Box("circle", 10, 10, 40, 40)]
+    predicted = [Box("square", 60, 10, 90, 40)]
+    grid = np.asarray(side_by_side([(encoded.getvalue(), truth, predicted, ["square 0.91"])], list(CLASSES), tile=100))
+    assert grid.shape == (100, 200, 3)
+    left, right = grid[:, :100], grid[:, 100:]
+    # Each panel has its own boxes only: the truth box at x 10..40, the prediction at 60..90.
+    assert left[25, 10].any() and not left[25, 60].any()
+    assert right[25, 60].any() and not right[25, 10].any()
