@@ -43,6 +43,10 @@ def main(args: list[str]) -> int:
     print(f"test mAP@[.5:.95]  {metrics['map']:.3f}   (bar {BAR['map']})")
     breakdown = ("map_75", "map_small", "map_medium", "map_large")
     print("  by IoU and size: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in breakdown))
+    print(
+        f"  at score threshold {metrics['threshold']:.2f} (best F1 on val): "
+        f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}, F1 {metrics['f1']:.3f}"
+    )
     passed = all(metrics[k] >= v for k, v in BAR.items()) and seconds["train"] <= MAX_TRAIN_SECONDS
     print("quality bar:", "PASSED" if passed else "NOT MET")
     return 0 if passed else 1
