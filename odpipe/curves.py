@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from odpipe.evaluation import Detection, iou
+from odpipe.evaluation import Detection, greedy_match
 from odpipe.tfrecord import ImageBoxes
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.01))
@@ -40,15 +40,8 @@ def match(
     matches, num_boxes = [], Counter()
     for image, (record, found) in enumerate(zip(records, detections, strict=True)):
         num_boxes.update(record.labels)
-        unmatched = dict(enumerate(zip(record.boxes, record.labels, strict=True)))
-        for d in sorted(found, key=lambda d: -d.score):
-            box = (d.xmin, d.ymin, d.xmax, d.ymax)
-            same_class = [i for i, (_, label) in unmatched.items() if label == d.class_id]
-            best = max(same_class, key=lambda i: iou(unmatched[i][0], box), default=None)
-            hit = best is not None and iou(unmatched[best][0], box) >= iou_threshold
-            if hit:
-                del unmatched[best]
-            matches.append(Match(d.class_id, d.score, image, hit))
+        matched = greedy_match(record, found, iou_threshold, same_class=True)
+        matches += [Match(d.class_id, d.score, image, box is not None) for d, box in matched]
     return sorted(matches, key=lambda m: -m.score), num_boxes
 
 
@@ -82,13 +75,13 @@ def pr_curves(
     curves = {}
     levels = np.linspace(0, 1, points)
     for class_id, name in categories.items():
-        hits = np.array([m.true_positive for m in matches if m.class_id == class_id], dtype=float)
         if not num_boxes[class_id]:
             continue
+        hits = np.array([m.true_positive for m in matches if m.class_id == class_id], dtype=float)
         tp = np.cumsum(hits)
         recall = tp / num_boxes[class_id]
-        precision = tp / np.arange(1, len(hits) + 1) if len(hits) else np.array([])
-        envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(hits) else precision
+        precision = tp / np.arange(1, len(hits) + 1)
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
         at = np.searchsorted(recall, levels, side="left")
         curves[name] = [
             {"recall": round(float(r), 4), "precision": round(float(envelope[i]), 4) if i < len(envelope) else 0.0}

@@ -46,10 +46,14 @@ class Detection:
     ymax: float
 
 
+def class_name(categories: Mapping[int, str], class_id: int) -> str:
+    """The class's name; an id missing from the label map keeps its number as its name."""
+    return categories.get(class_id, str(class_id))
+
+
 def as_boxes(detections: Sequence[Detection], categories: Mapping[int, str]) -> list[Box]:
-    """Detections as labelled boxes, to draw or to write; an id missing from the label map
-    keeps its number as its label."""
-    return [Box(categories.get(d.class_id, str(d.class_id)), d.xmin, d.ymin, d.xmax, d.ymax) for d in detections]
+    """Detections as labelled boxes, to draw or to write."""
+    return [Box(class_name(categories, d.class_id), d.xmin, d.ymin, d.xmax, d.ymax) for d in detections]
 
 
 def score_captions(boxes: Sequence[Box], detections: Sequence[Detection]) -> list[str]:
@@ -218,6 +222,27 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def greedy_match(
+    record: ImageBoxes, detections: Sequence[Detection], iou_threshold: float, same_class: bool
+) -> list[tuple[Detection, int | None]]:
+    """Each detection, best score first, with the index of the ground-truth box it takes (None
+    for none): the unmatched box of highest IoU at or above ``iou_threshold``, of the
+    detection's own class when ``same_class`` (COCO's matching) or of any class (a confusion
+    matrix's, which must see a box found as the wrong class)."""
+    unmatched = list(range(len(record.boxes)))
+    result = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        box = (d.xmin, d.ymin, d.xmax, d.ymax)
+        candidates = [i for i in unmatched if not same_class or record.labels[i] == d.class_id]
+        best = max(candidates, key=lambda i: iou(record.boxes[i], box), default=None)
+        if best is not None and iou(record.boxes[best], box) >= iou_threshold:
+            unmatched.remove(best)
+            result.append((d, best))
+        else:
+            result.append((d, None))
+    return result
+
+
 def confusion_pairs(
     records: Sequence[ImageBoxes],
     detections: Sequence[Sequence[Detection]],
@@ -234,14 +259,12 @@ def confusion_pairs(
     """
     pairs = []
     for record, found in zip(records, detections, strict=True):
-        unmatched = dict(enumerate(record.boxes))
-        for d in sorted((d for d in found if d.score >= score_threshold), key=lambda d: -d.score):
-            box = (d.xmin, d.ymin, d.xmax, d.ymax)
-            best = max(unmatched, key=lambda i: iou(unmatched[i], box), default=None)
-            if best is not None and iou(unmatched[best], box) >= iou_threshold:
-                del unmatched[best]
-                pairs.append({"actual": categories[record.labels[best]], "predicted": categories[d.class_id]})
-            else:
-                pairs.append({"actual": BACKGROUND, "predicted": categories.get(d.class_id, str(d.class_id))})
-        pairs += [{"actual": categories[record.labels[i]], "predicted": BACKGROUND} for i in unmatched]
+        kept = [d for d in found if d.score >= score_threshold]
+        matched = greedy_match(record, kept, iou_threshold, same_class=False)
+        for d, box in matched:
+            actual = BACKGROUND if box is None else categories[record.labels[box]]
+            pairs.append({"actual": actual, "predicted": class_name(categories, d.class_id)})
+        found_boxes = {box for _, box in matched}
+        missed = (i for i in range(len(record.boxes)) if i not in found_boxes)
+        pairs += [{"actual": categories[record.labels[i]], "predicted": BACKGROUND} for i in missed]
     return pairs
