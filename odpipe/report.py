@@ -81,6 +81,21 @@ def _table(header: tuple[str, str], counts: Mapping[str, int], empty: str) -> li
     return [f"| {header[0]} | {header[1]} |", "|---|---|", *(f"| {k} | {v} |" for k, v in counts.items()), ""]
 
 
+def _decode(encoded: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(encoded)) as opened:
+        return opened.convert("RGB")
+
+
+def _tile(
+    image: Image.Image, boxes: Sequence[Box], classes: Sequence[str], tile: int, captions: Sequence[str] | None = None
+) -> Image.Image:
+    """``image`` scaled to fit a ``tile``-pixel square, with its boxes drawn at that scale."""
+    scale = tile / max(image.size)
+    scaled = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    draw_boxes(scaled, boxes, classes, scale, captions)
+    return scaled
+
+
 def sample_grid(
     annotations: Sequence[Annotation],
     images: Mapping[str, bytes],
@@ -95,11 +110,7 @@ def sample_grid(
     rows = max(1, -(-len(chosen) // columns))
     grid = Image.new("RGB", (columns * tile, rows * tile), (32, 32, 32))
     for i, annotation in enumerate(chosen):
-        with Image.open(io.BytesIO(images[annotation.filename])) as opened:
-            image = opened.convert("RGB")
-        scale = tile / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-        draw_boxes(image, annotation.boxes, classes, scale)
+        image = _tile(_decode(images[annotation.filename]), annotation.boxes, classes, tile)
         grid.paste(image, ((i % columns) * tile, (i // columns) * tile))
     return grid
 
@@ -113,12 +124,7 @@ def side_by_side(
     scores) on the right, so a wrong or missed box is seen at a glance."""
     grid = Image.new("RGB", (2 * tile, max(1, len(rows)) * tile), (32, 32, 32))
     for row, (encoded, truth, predicted, captions) in enumerate(rows):
-        with Image.open(io.BytesIO(encoded)) as opened:
-            image = opened.convert("RGB")
-        scale = tile / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        for column, (boxes, texts) in enumerate(((truth, None), (predicted, captions))):
-            panel = image.resize(size)
-            draw_boxes(panel, boxes, classes, scale, texts)
-            grid.paste(panel, (column * tile, row * tile))
+        image = _decode(encoded)
+        grid.paste(_tile(image, truth, classes, tile), (0, row * tile))
+        grid.paste(_tile(image, predicted, classes, tile, captions), (tile, row * tile))
     return grid
