@@ -28,6 +28,6 @@ def folder_digest(root: Path) -> str:
     """One sha256 for every file under ``root``, names included: a data version to tag runs
     with (two runs with the same digest trained on the same bytes)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    for entry in build_manifest(root, {})["files"]:
+        digest.update(f"{entry['file']}\0{entry['sha256']}\n".encode())
     return digest.hexdigest()

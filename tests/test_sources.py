@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from odpipe.manifest import folder_digest
 from odpipe.sources import copy_local, ingest
 from odpipe.synthetic import generate
 
@@ -29,3 +31,18 @@ def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
         ingest({"source": "local", "path": str(tmp_path / "empty")}, tmp_path / "raw", tmp_path)
     with pytest.raises(ValueError, match="ftp"):
         ingest({"source": "ftp"}, tmp_path / "raw", tmp_path)
+
+
+def test_the_data_version_follows_bytes_and_names_not_location(tmp_path: Path) -> None:
+    first = tmp_path / "a"
+    (first / "sub").mkdir(parents=True)
+    (first / "train.tfrecord").write_bytes(b"records")
+    (first / "sub" / "val.tfrecord").write_bytes(b"more")
+    copy = tmp_path / "b"
+    shutil.copytree(first, copy)
+    assert folder_digest(copy) == folder_digest(first)
+    (copy / "train.tfrecord").write_bytes(b"Records")
+    assert folder_digest(copy) != folder_digest(first)
+    (copy / "train.tfrecord").write_bytes(b"records")
+    (copy / "sub" / "val.tfrecord").rename(copy / "sub" / "test.tfrecord")
+    assert folder_digest(copy) != folder_digest(first)
