@@ -83,8 +83,10 @@ def _set_schedule(config: pipeline_pb2.TrainEvalPipelineConfig, settings: Pipeli
     step_ratio = settings.num_steps / train.num_steps if train.num_steps else 1.0
     batch_ratio = settings.batch_size / train.batch_size if train.batch_size else 1.0
 
-    def rate(base: float) -> float:
-        return settings.learning_rate if settings.learning_rate is not None else base * batch_ratio
+    def rescale(base: float) -> tuple[float, float]:
+        """The new base rate, and the factor the schedule's other rates follow it by."""
+        new = settings.learning_rate if settings.learning_rate is not None else base * batch_ratio
+        return new, (new / base if base else 1.0)
 
     def steps(base: int) -> int:
         return max(1, round(base * step_ratio)) if base else 0
@@ -92,32 +94,27 @@ def _set_schedule(config: pipeline_pb2.TrainEvalPipelineConfig, settings: Pipeli
     schedule = learning_rate.WhichOneof("learning_rate")
     if schedule == "cosine_decay_learning_rate":
         cosine = learning_rate.cosine_decay_learning_rate
-        old_base = cosine.learning_rate_base
-        cosine.learning_rate_base = rate(old_base)
+        cosine.learning_rate_base, factor = rescale(cosine.learning_rate_base)
+        cosine.warmup_learning_rate *= factor
         cosine.total_steps = settings.num_steps
         warmup = settings.warmup_steps if settings.warmup_steps is not None else steps(cosine.warmup_steps)
         cosine.warmup_steps = min(warmup, settings.num_steps)
-        if old_base:
-            cosine.warmup_learning_rate = cosine.warmup_learning_rate * cosine.learning_rate_base / old_base
         cosine.hold_base_rate_steps = min(steps(cosine.hold_base_rate_steps), settings.num_steps - cosine.warmup_steps)
     elif schedule == "constant_learning_rate":
         constant = learning_rate.constant_learning_rate
-        constant.learning_rate = rate(constant.learning_rate)
+        constant.learning_rate, _ = rescale(constant.learning_rate)
     elif schedule == "exponential_decay_learning_rate":
         exponential = learning_rate.exponential_decay_learning_rate
-        old_initial = exponential.initial_learning_rate
-        exponential.initial_learning_rate = rate(old_initial)
-        if old_initial:
-            exponential.burnin_learning_rate *= exponential.initial_learning_rate / old_initial
+        exponential.initial_learning_rate, factor = rescale(exponential.initial_learning_rate)
+        exponential.burnin_learning_rate *= factor
         exponential.decay_steps = steps(exponential.decay_steps)
         exponential.burnin_steps = min(steps(exponential.burnin_steps), settings.num_steps)
     elif schedule == "manual_step_learning_rate":
         manual = learning_rate.manual_step_learning_rate
-        scale = rate(manual.initial_learning_rate) / manual.initial_learning_rate if manual.initial_learning_rate else 1
-        manual.initial_learning_rate *= scale
+        manual.initial_learning_rate, factor = rescale(manual.initial_learning_rate)
         for point in manual.schedule:
             point.step = steps(point.step)
-            point.learning_rate *= scale
+            point.learning_rate *= factor
     else:
         raise ValueError(f"base pipeline.config has no learning-rate schedule under optimizer.{which}")
 
