@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -77,10 +78,10 @@ def zoo_tarball(out: Path, name: str, pipeline_config: Path, checkpoint: Path, s
         tar.add(pipeline_config, f"{name}/pipeline.config")
         for part in sorted(checkpoint.parent.glob(f"{checkpoint.name}.*")):
             tar.add(part, f"{name}/checkpoint/ckpt-0{part.suffix}")
-        state = checkpoint.parent / "zoo_checkpoint_state"
-        state.write_text('model_checkpoint_path: "ckpt-0"\nall_model_checkpoint_paths: "ckpt-0"\n')
-        tar.add(state, f"{name}/checkpoint/checkpoint")
-        state.unlink()
+        state = b'model_checkpoint_path: "ckpt-0"\nall_model_checkpoint_paths: "ckpt-0"\n'
+        info = tarfile.TarInfo(f"{name}/checkpoint/checkpoint")
+        info.size = len(state)
+        tar.addfile(info, io.BytesIO(state))
         if saved_model is not None:
             tar.add(saved_model, f"{name}/saved_model")
     return out
