@@ -14,6 +14,7 @@ import io
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import albumentations as A
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 
 from odpipe.annotations import Annotation
 from odpipe.report import sample_grid
-from odpipe.tfrecord import ImageBoxes
+from odpipe.tfrecord import ImageBoxes, shuffled
 
 JPEG_QUALITY = 95
 
@@ -113,6 +114,11 @@ def augment_one(
     return augmented, buffer.getvalue()
 
 
+def decode_rgb(encoded: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(encoded)) as opened:
+        return np.asarray(opened.convert("RGB"))
+
+
 def augment(examples: Iterable[tuple[ImageBoxes, bytes]], policy: Policy) -> Iterator[tuple[ImageBoxes, bytes]]:
     """Each example as it is, followed by its ``policy.copies`` augmented copies."""
     transform = build_transform(policy) if policy.copies else None
@@ -120,10 +126,24 @@ def augment(examples: Iterable[tuple[ImageBoxes, bytes]], policy: Policy) -> Ite
         yield record, encoded
         if transform is None:
             continue
-        with Image.open(io.BytesIO(encoded)) as opened:
-            image = np.asarray(opened.convert("RGB"))
+        image = decode_rgb(encoded)
         for copy in range(1, policy.copies + 1):
             yield augment_one(record, image, transform, policy.seed, copy)
+
+
+def training_examples(
+    records: Sequence[ImageBoxes], image_root: Path, policy: Policy, order_seed: int
+) -> Iterator[tuple[ImageBoxes, bytes]]:
+    """The train split as it is written: originals and their copies in the seeded random order
+    of ``tfrecord.shuffled``, each image read when its turn comes (memory stays flat). A copy
+    is the same whatever the order, since it is seeded by its own name and number."""
+    transform = build_transform(policy) if policy.copies else None
+    for record, copy in shuffled(records, policy.copies, order_seed):
+        encoded = (image_root / record.filename).read_bytes()
+        if copy == 0:
+            yield record, encoded
+        else:
+            yield augment_one(record, decode_rgb(encoded), transform, policy.seed, copy)
 
 
 def as_annotation(record: ImageBoxes) -> Annotation:

@@ -2,7 +2,8 @@
 
 A stage script is ``@stage("train") def main(cfg): ...``. The decorator makes it a Hydra app
 whose config is the composed ``params.yaml`` (so ``python stages/train.py train.num_steps=50``
-works by hand), and hands the function only ``paths`` plus the keys that ``dvc.yaml`` declares
+works by hand), and hands the function only the settings every stage gets (``paths``, and
+``mlflow``: where records go, never what is computed) plus the keys that ``dvc.yaml`` declares
 for that stage. Reading anything else raises, which keeps dvc.yaml's ``params`` honest: a value
 a stage uses but DVC does not track would silently go stale.
 """
@@ -24,6 +25,10 @@ PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 CONF_DIR = "conf"
 _ABSENT = object()
+# Handed to every stage undeclared. `mlflow` says where runs are recorded: train logs there while
+# it runs, but a new experiment name must not retrain hours of work (evaluate declares it and
+# re-logs the results into the new place).
+EVERY_STAGE = ("paths", "mlflow")
 
 # Hydra's defaults write timestamped run folders and log files and may chdir: DVC cannot
 # track those and they litter the repo. Put first so that a user's own overrides still win.
@@ -52,8 +57,8 @@ def declared_params(stage_name: str, dvc_yaml: Path) -> list[str]:
 
 
 def select_keys(cfg: DictConfig, keys: list[str]) -> DictConfig:
-    """A struct-mode copy of ``cfg`` holding only ``paths`` and ``keys`` (dotted)."""
-    selected = OmegaConf.create({"paths": OmegaConf.to_container(cfg.paths, resolve=True)})
+    """A struct-mode copy of ``cfg`` holding only ``EVERY_STAGE`` and ``keys`` (dotted)."""
+    selected = OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in EVERY_STAGE if k in cfg})
     for key in keys:
         value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
         if value is _ABSENT:

@@ -7,10 +7,12 @@ would lose quality and make the record differ from the file the user labelled.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 from object_detection.data_decoders import tf_example_decoder
 
@@ -18,6 +20,8 @@ from odpipe import tfcompat  # noqa: F401  (tf-slim bridge, needed by the decode
 from odpipe.annotations import Box
 
 IMAGE_FORMATS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png"}
+SHARD_BYTES = 100 * 2**20  # TensorFlow's advice: shards of 100 MB or more read efficiently
+MIN_SHARDS = 2  # interleaved reading, and a shard of its own for each of two workers
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,24 @@ def shard_paths(out_dir: Path, split: str, num_shards: int) -> list[Path]:
 def shard_pattern(out_dir: Path | str, split: str) -> str:
     """The glob the OD API's input reader expands to find every shard of a split."""
     return f"{out_dir}/{split}-?????-of-?????.tfrecord"
+
+
+def auto_num_shards(num_bytes: int) -> int:
+    """Shards for a split of ``num_bytes`` of images: about one per ``SHARD_BYTES``, at least
+    ``MIN_SHARDS``."""
+    return max(MIN_SHARDS, math.ceil(num_bytes / SHARD_BYTES))
+
+
+def shuffled(records: Sequence[ImageBoxes], copies: int, seed: int) -> Iterator[tuple[ImageBoxes, int]]:
+    """Every (image, copy number) pair, copy 0 being the original, in one seeded random order.
+
+    The OD API shuffles with a buffer of a few thousand examples: written in file-name order
+    with the copies beside their original, a large dataset would train on near-sequential,
+    near-duplicate batches. A permutation over the whole split fixes that at no cost.
+    """
+    order = np.random.default_rng(seed).permutation(len(records) * (copies + 1))
+    for unit in order:
+        yield records[unit // (copies + 1)], int(unit % (copies + 1))
 
 
 def with_images(records: Iterable[ImageBoxes], image_root: Path) -> Iterator[tuple[ImageBoxes, bytes]]:

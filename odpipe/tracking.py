@@ -8,22 +8,33 @@ instead of overwriting what the first evaluation recorded.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 TRAIN_RUN_TAG = "odpipe.train_run_id"
 DVC_EXP_TAG = "dvc.exp_name"
 DATA_VERSION_TAG = "odpipe.data_version"  # digest of the train/val/test TFRecords the model saw
+RESUMED_FROM_TAG = "odpipe.resumed_from_run"  # a training run continued after an interruption
+RESUMED_AT_TAG = "odpipe.resumed_at_step"
+SQLITE = "sqlite:///"
+ARTIFACTS_DIR = "mlruns"  # under the project root, for local stores
 
 
 def resolve_tracking_uri(configured: str, root: Path) -> str:
@@ -34,11 +45,67 @@ def resolve_tracking_uri(configured: str, root: Path) -> str:
     vanish with the copy; DVC then sets ``DVC_ROOT`` to the real project, which we use instead.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         base = Path(os.environ.get("DVC_ROOT") or root)
-        return prefix + str((base / uri[len(prefix) :]).resolve())
+        return SQLITE + str((base / uri[len(SQLITE) :]).resolve())
     return uri
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise what must happen once per sqlite store (creating its tables, an experiment, a
+    registered model) across processes: two queued experiments starting together on a fresh
+    project both try, and the loser fails with "table ... already exists"."""
+    if not uri.startswith(SQLITE):
+        yield
+        return
+    lock = Path(uri[len(SQLITE) :] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client whose store exists: a new sqlite store is created (tables and all) by one
+    process at a time."""
+    client = MlflowClient(uri)
+    with _store_lock(uri):
+        client.search_experiments(max_results=1)
+    return client
+
+
+def _already_exists(error: MlflowException) -> bool:
+    return error.error_code == ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
+
+
+def artifact_location(uri: str, root: Path, experiment_name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: for a local store, a folder of the project
+    (``DVC_ROOT`` in a queued run), never the working folder of whichever process created the
+    experiment, which for a queued run is a temporary copy deleted when the queue is done.
+    A tracking server decides for itself (None)."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    base = Path(os.environ.get("DVC_ROOT") or root).resolve()
+    return (base / ARTIFACTS_DIR / experiment_name).as_uri()
+
+
+def ensure_experiment(client: MlflowClient, name: str, root: Path) -> str:
+    """The id of experiment ``name``, created once whichever process comes first."""
+    uri = client.tracking_uri
+    with _store_lock(uri):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(uri, root, name))
+        except MlflowException as error:  # created meanwhile by another client of a server
+            if not _already_exists(error):
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
 
 def flatten(params: Mapping, prefix: str = "") -> dict[str, str]:
@@ -92,21 +159,21 @@ def create_run(
     extra_tags: Mapping[str, str] | None = None,
 ) -> str:
     """A new run in ``experiment_name`` (created if needed), named after the DVC experiment."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    experiment_id = ensure_experiment(client, experiment_name, root)
     tags = {**run_tags(root), **(extra_tags or {})}
     run = client.create_run(experiment_id, tags=tags, run_name=os.environ.get("DVC_EXP_NAME"))
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
 
-def write_run_file(path: Path, run_id: str, tracking_uri: str) -> None:
+def write_run_file(path: Path, run_id: str | None, tracking_uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"run_id": run_id, "tracking_uri": tracking_uri}, indent=2) + "\n")
 
 
-def read_run_id(path: Path) -> str:
-    return json.loads(path.read_text())["run_id"]
+def read_run_id(path: Path) -> str | None:
+    """The run a stage logged into; None when MLflow was unreachable then."""
+    return json.loads(path.read_text())["run_id"] if path.exists() else None
 
 
 def _conflicts(logged: Mapping[str, str], params: Mapping[str, str]) -> bool:
@@ -116,16 +183,23 @@ def _conflicts(logged: Mapping[str, str], params: Mapping[str, str]) -> bool:
 def run_for_evaluation(
     client: MlflowClient, train_run_id: str, params: Mapping[str, str], experiment_name: str, root: Path
 ) -> str:
-    """The training run when it can take these params; else a new run linked to it."""
+    """The training run when it can take these params and is in ``experiment_name``; else a
+    new run there, linked to it (the MLflow settings changed, or training could not log)."""
     try:
-        train_run = client.get_run(train_run_id)
+        train_run = client.get_run(train_run_id) if train_run_id else None
     except MlflowException:
         train_run = None
-    if train_run is not None and not _conflicts(train_run.data.params, params):
+    experiment_id = ensure_experiment(client, experiment_name, root)
+    if (
+        train_run is not None
+        and train_run.info.experiment_id == experiment_id
+        and not _conflicts(train_run.data.params, params)
+    ):
         log_params(client, train_run_id, {k: v for k, v in params.items() if k not in train_run.data.params})
         return train_run_id
     inherited = {} if train_run is None else {k: v for k, v in train_run.data.params.items() if k not in params}
-    return create_run(client, experiment_name, root, {**inherited, **params}, {TRAIN_RUN_TAG: train_run_id})
+    links = {TRAIN_RUN_TAG: train_run_id} if train_run_id else {}
+    return create_run(client, experiment_name, root, {**inherited, **params}, links)
 
 
 def log_artifacts(client: MlflowClient, run_id: str, paths: Iterable[Path]) -> None:
@@ -153,10 +227,92 @@ def register_model(client: MlflowClient, run_id: str, export_dir: Path, name: st
     """Log the exported model folder to the run and register it as a new version of ``name``
     in the Model Registry, its metrics as tags; returns the version."""
     client.log_artifacts(run_id, str(export_dir), "model")
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name)
+    with _store_lock(client.tracking_uri):
+        try:
+            client.create_registered_model(name)
+        except MlflowException as error:
+            if not _already_exists(error):
+                raise
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
     tags = {key: f"{value:.4f}" for key, value in metrics.items()}
     return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version
+
+
+class RunLogger:
+    """MLflow logging that never costs a training: each call is retried (a sqlite store is
+    "locked" while a queued neighbour writes), then given up with a warning. Whatever MLflow
+    misses is still in the work folder's journal and the DVC plots files."""
+
+    def __init__(self, client: MlflowClient, run_id: str | None, retries: int = 3, wait: float = 0.5) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.retries = retries
+        self.wait = wait
+        self.failures = 0
+
+    def call(self, what: str, action: Callable[[], T]) -> T | None:
+        for attempt in range(self.retries):
+            try:
+                return action()
+            except Exception as error:  # MLflow raises many kinds: store, HTTP, sqlite
+                if attempt + 1 < self.retries:
+                    time.sleep(self.wait * 2**attempt)
+                    continue
+                self.failures += 1
+                if self.failures == 1:
+                    log.warning(
+                        "MLflow: %s failed (%s); training goes on, the records stay in the journal and the plots files",
+                        what,
+                        error,
+                    )
+                return None
+        return None
+
+    def start(self, create: Callable[[], str]) -> str | None:
+        self.run_id = self.call("creating the run", create)
+        return self.run_id
+
+    def metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.run_id:
+            self.call(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, metrics, step))
+
+    def history(self, rows: Iterable[Mapping[str, float]]) -> None:
+        """Rows of ``{"step": s, name: value, ...}`` in as few calls as MLflow allows."""
+        if not self.run_id:
+            return
+        stamp = int(time.time() * 1000)
+        items = [Metric(k, float(v), stamp, int(r["step"])) for r in rows for k, v in r.items() if k != "step"]
+        for start in range(0, len(items), 1000):
+            batch = items[start : start + 1000]
+            self.call("logging history", lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        if self.run_id:
+            for key, value in tags.items():
+                self.call(f"tagging {key}", lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
+
+    def artifacts(self, paths: Iterable[Path]) -> None:
+        if self.run_id:
+            self.call("logging artifacts", lambda: log_artifacts(self.client, self.run_id, list(paths)))
+
+    def terminate(self, status: str, run_id: str | None = None) -> None:
+        target = run_id or self.run_id
+        if target:
+            self.call(f"marking the run {status}", lambda: self.client.set_terminated(target, status))
+
+    @contextmanager
+    def status(self) -> Iterator[None]:
+        """FINISHED when the block succeeds, KILLED on Ctrl-C, FAILED otherwise."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.terminate("KILLED")
+            raise
+        except BaseException:
+            self.terminate("FAILED")
+            raise
+        self.terminate("FINISHED")
+
+    def report(self) -> None:
+        if self.failures:
+            log.warning("MLflow: %d call(s) failed in this run; see the first warning above", self.failures)

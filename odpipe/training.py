@@ -1,35 +1,94 @@
-"""Training with the OD API's own ``model_lib_v2.train_loop``, followed as it runs.
+"""Training with the OD API's own ``model_lib_v2.train_loop``, made to survive real runs.
 
-``train_loop`` reports only through TensorBoard event files (every ``steps_per_loop`` steps).
-A watcher thread reads those files incrementally, the way TensorBoard does, and hands each
-step's scalars to a callback: that is how losses reach MLflow, the DVC plots file and the
-progress line while training is still going.
+``train_loop`` has no callbacks: it reports through TensorBoard event files and calls its
+``CheckpointManager.save()`` between loops of ``steps_per_loop`` steps. That save is where
+odpipe steps in, in the training thread, with the loop between two steps:
+
+- before the checkpoint is written, the step's losses are read from the event files (to MLflow,
+  the plots file and the progress line) and a loss that turned NaN stops training, so a
+  diverged checkpoint is never saved;
+- after it, every ``eval_every`` steps, the checkpoint is scored on the val split with the OD
+  API's ``eager_eval_loop`` (its COCO evaluator is pycocotools' COCOeval, as in ``evaluate``);
+  the best one is copied aside, and ``patience`` evaluations without improvement stop training.
+
+Everything needed to continue (losses, val metrics, the best checkpoint) is journaled in the
+work folder next to the checkpoints, so a killed run resumes where its last checkpoint was.
 """
 
 from __future__ import annotations
 
-import threading
+import json
+import math
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from object_detection import model_lib_v2
+from object_detection import inputs, model_lib_v2
+from object_detection.builders import model_builder
+from object_detection.utils import config_util
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
+from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest, write_json_atomic
 
 ScalarCallback = Callable[[int, dict[str, float]], None]
+KEEP = ("best", "last")
+LOSS = "loss/total_loss"
+SELECT_METRIC = "val/map"  # what "best" means: COCO mAP@[.5:.95] on val
+# eager_eval_loop's keys -> ours (the same names as evaluate's, under val/).
+VAL_METRICS = {
+    "DetectionBoxes_Precision/mAP": "val/map",
+    "DetectionBoxes_Precision/mAP@.50IOU": "val/map_50",
+    "DetectionBoxes_Precision/mAP@.75IOU": "val/map_75",
+}
 
 
-def check_schedule(num_steps: int, steps_per_loop: int) -> None:
-    """train_loop runs whole loops of ``steps_per_loop`` steps and checkpoints between them:
-    a remainder would silently train extra steps."""
-    if steps_per_loop < 1 or num_steps < 1 or num_steps % steps_per_loop:
-        raise ValueError(
-            f"train.num_steps ({num_steps}) must be a positive multiple of train.steps_per_loop ({steps_per_loop})"
-        )
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class _StopEarly(Exception):
+    """Raised from the checkpoint hook to end train_loop when patience ran out."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to log, checkpoint, evaluate and stop, in steps."""
+
+    num_steps: int
+    steps_per_loop: int
+    eval_every: int | None  # None: no val evaluation
+    patience: int | None  # None: never stop early
+    keep: str = "best"
+    checkpoint_max_to_keep: int = 3
+
+    def __post_init__(self) -> None:
+        if self.steps_per_loop < 1 or self.num_steps < 1 or self.num_steps % self.steps_per_loop:
+            raise ValueError(
+                f"train.num_steps ({self.num_steps}) must be a positive multiple of "
+                f"train.steps_per_loop ({self.steps_per_loop})"
+            )
+        if self.eval_every is not None and (self.eval_every < 1 or self.eval_every % self.steps_per_loop):
+            raise ValueError(
+                f"train.eval_every ({self.eval_every}) must be a positive multiple of train.steps_per_loop "
+                f"({self.steps_per_loop}): checkpoints, which are evaluated, are written once per loop"
+            )
+        if self.keep not in KEEP:
+            raise ValueError(f"train.keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
+        if self.eval_every is None and (self.keep == "best" or self.patience is not None):
+            raise ValueError("train.keep=best and train.patience need val evaluations: set train.eval_every")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"train.patience must be null or >= 1, got {self.patience}")
+
+    def evaluates_at(self, step: int) -> bool:
+        return self.eval_every is not None and step > 0 and (step % self.eval_every == 0 or step == self.num_steps)
 
 
 def metric_name(tag: str) -> str:
@@ -37,19 +96,28 @@ def metric_name(tag: str) -> str:
     return tag.lower()
 
 
+def val_metrics(raw: dict) -> dict[str, float]:
+    """eager_eval_loop's dict under our names: COCO mAPs and the val losses."""
+    named = {VAL_METRICS[k]: float(v) for k, v in raw.items() if k in VAL_METRICS}
+    named.update({f"val/{metric_name(k)}": float(v) for k, v in raw.items() if k.startswith("Loss/")})
+    return named
+
+
 class EventWatcher:
-    """Reads new scalar summaries from every event file in a folder, step by step."""
+    """Reads new scalar summaries from the event files of a folder, step by step; files that
+    were there before (an interrupted run's) are skipped: their steps are in the journal."""
 
     def __init__(self, folder: Path, callback: ScalarCallback) -> None:
         self.folder = folder
         self.callback = callback
+        self._skip = set(folder.glob("events.out.tfevents.*"))
         self._loaders: dict[Path, EventFileLoader] = {}
         self._pending: dict[int, dict[str, float]] = {}
 
     def poll(self, final: bool = False) -> None:
-        """Deliver every complete step; a step is complete once a later step appeared
-        (summaries of one step are written one by one), or on the final poll."""
-        for path in sorted(self.folder.glob("events.out.tfevents.*")):
+        """Deliver every complete step: one a later step followed (the summaries of a step are
+        written one by one), or every step when ``final`` (train_loop is between loops)."""
+        for path in sorted(set(self.folder.glob("events.out.tfevents.*")) - self._skip):
             loader = self._loaders.setdefault(path, EventFileLoader(str(path)))
             for event in loader.Load():
                 for value in event.summary.value:
@@ -61,59 +129,301 @@ class EventWatcher:
             self.callback(step, self._pending.pop(step))
 
 
-def train(
-    pipeline_config: Path,
-    model_dir: Path,
-    steps_per_loop: int,
-    checkpoint_max_to_keep: int,
-    on_scalars: ScalarCallback,
-    poll_seconds: float = 2.0,
-) -> None:
-    """Run ``train_loop`` into ``model_dir``, calling ``on_scalars(step, scalars)`` as it goes.
+@dataclass
+class Journal:
+    """What a run has recorded so far, kept in the work folder so a resumed run continues it:
+    the losses of every logged step, val metrics per evaluation, the best checkpoint.
+    A non-chief worker reads it (to make the chief's patience decisions) and writes nothing."""
 
-    A checkpoint is kept after every loop, so the last step is always saved whatever
-    ``num_steps`` is (train_loop alone skips it when num_steps is not a multiple of its
-    checkpoint interval).
-    """
-    model_dir.mkdir(parents=True, exist_ok=True)
-    watcher = EventWatcher(model_dir / "train", on_scalars)
-    done = threading.Event()
+    folder: Path
+    writable: bool = True
+    losses: list[dict] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    run_id: str | None = None  # the MLflow run these records went to
 
-    def watch() -> None:
-        while not done.wait(poll_seconds):
-            watcher.poll()
+    LOSSES = "losses.jsonl"
+    VAL = "val.jsonl"
+    BEST = "best.json"
+    RUN = "run.json"
 
-    thread = threading.Thread(target=watch, name="event-watcher", daemon=True)
-    thread.start()
-    try:
-        model_lib_v2.train_loop(
-            pipeline_config_path=str(pipeline_config),
-            model_dir=str(model_dir),
-            checkpoint_every_n=steps_per_loop,
-            checkpoint_max_to_keep=checkpoint_max_to_keep,
-            record_summaries=False,  # input-image summaries only: they bloat the events
-            num_steps_per_iteration=steps_per_loop,
+    @classmethod
+    def open(cls, folder: Path, upto_step: int, writable: bool = True) -> Journal:
+        """The journal as of checkpoint ``upto_step``: rows logged after it (by a run killed
+        before its next checkpoint) are dropped, since those steps will be trained again."""
+        journal = cls(folder, writable)
+        for name, rows in ((cls.LOSSES, journal.losses), (cls.VAL, journal.val)):
+            path = folder / name
+            if path.exists():
+                rows.extend(r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= upto_step)
+            if writable:
+                journal._rewrite(name, rows)
+        best, run = folder / cls.BEST, folder / cls.RUN
+        if best.exists():
+            journal.best = json.loads(best.read_text())
+        if run.exists():
+            journal.run_id = json.loads(run.read_text())["run_id"]
+        return journal
+
+    def set_run(self, run_id: str | None) -> None:
+        self.run_id = run_id
+        if self.writable:
+            write_json_atomic({"run_id": run_id}, self.folder / self.RUN)
+
+    def _rewrite(self, name: str, rows: list[dict]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f"{name}.tmp"
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        os.replace(tmp, self.folder / name)
+
+    def _append(self, name: str, row: dict) -> None:
+        if not self.writable:
+            return
+        with (self.folder / name).open("a") as handle:
+            handle.write(json.dumps(row, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def add_losses(self, step: int, scalars: dict[str, float]) -> None:
+        self.losses.append({"step": step, **scalars})
+        self._append(self.LOSSES, self.losses[-1])
+
+    def add_val(self, step: int, metrics: dict[str, float], prefix: str) -> bool:
+        """Record an evaluation; True when it is the new best (kept aside, with its files)."""
+        self.val.append({"step": step, **metrics})
+        self._append(self.VAL, self.val[-1])
+        if self.best is not None and metrics[SELECT_METRIC] <= self.best["metrics"][SELECT_METRIC]:
+            return False
+        self.best = {"step": step, "metrics": metrics}
+        if self.writable:
+            kept = copy_checkpoint(prefix, self.folder / f"best-{step}")
+            self.best["checkpoint"] = str(kept.relative_to(self.folder))
+            write_json_atomic(self.best, self.folder / self.BEST)
+            for old in self.folder.glob("best-*"):
+                if old.name != f"best-{step}":
+                    shutil.rmtree(old)
+        return True
+
+    def patience_ran_out(self, patience: int | None) -> bool:
+        """``patience`` evaluations in a row without a better val mAP than the best."""
+        if patience is None or not self.val:
+            return False
+        since = sum(row["step"] > self.best["step"] for row in self.val) if self.best else len(self.val)
+        return since >= patience
+
+
+def check_finite(rows: list[dict]) -> None:
+    """Name the first logged step whose total loss is NaN or infinite, and the last good one."""
+    for i, row in enumerate(rows):
+        if LOSS in row and not math.isfinite(row[LOSS]):
+            last = f"; the last finite loss was at step {rows[i - 1]['step']}" if i else ""
+            raise TrainingDiverged(
+                f"training diverged: {LOSS} is {row[LOSS]} at step {row['step']}{last}. "
+                "Lower train.learning_rate, add warm-up steps or check the data."
+            )
+
+
+class Validator:
+    """COCO metrics and losses on the val split (the pipeline's eval input) for one checkpoint
+    at a time, the eval model built once. It runs in a thread of its own: the distribution
+    strategy, the default summary writer and Keras' learning phase are thread-local in TF, so
+    evaluating never touches the training loop's (eager_eval_loop sets the learning phase)."""
+
+    def __init__(self, pipeline_config: Path, summary_dir: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="val")
+        self._config_path = pipeline_config
+        self._summary_dir = summary_dir
+        self._built: tuple | None = None
+
+    def _build(self) -> tuple:
+        configs = config_util.get_configs_from_pipeline_file(str(self._config_path))
+        configs["eval_config"].num_visualizations = 0  # drawing them crashes on Pillow >= 10
+        model = model_builder.build(configs["model"], is_training=False)
+        dataset = inputs.eval_input(
+            eval_config=configs["eval_config"],
+            eval_input_config=configs["eval_input_configs"][0],
+            model_config=configs["model"],
+            model=model,
         )
+        step = tf.Variable(0, dtype=tf.int64)
+        writer = tf.summary.create_file_writer(str(self._summary_dir))
+        return configs, model, dataset, step, tf.train.Checkpoint(step=step, model=model), writer
+
+    def _evaluate(self, prefix: str) -> dict[str, float]:
+        if self._built is None:
+            self._built = self._build()
+        configs, model, dataset, step, checkpoint, writer = self._built
+        checkpoint.restore(prefix).expect_partial()
+        with writer.as_default(), tf.keras.backend.learning_phase_scope(0):
+            raw = model_lib_v2.eager_eval_loop(model, configs, dataset, global_step=step)
+        writer.flush()
+        return val_metrics(raw)
+
+    def __call__(self, prefix: str) -> dict[str, float]:
+        return self._pool.submit(self._evaluate, prefix).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+@contextmanager
+def checkpoint_hook(before: Callable[[int], None], after: Callable[[int, str], None]) -> Iterator[None]:
+    """Call ``before(step)`` and ``after(step, prefix)`` around each of train_loop's saves.
+
+    train_loop builds its ``tf.compat.v2.train.CheckpointManager`` by that name; for the length
+    of the block that name is a subclass whose ``save`` calls us. An exception raised from
+    either ends train_loop there.
+    """
+    namespace = tf.compat.v2.train
+    original = namespace.CheckpointManager
+
+    class HookedManager(original):
+        def save(self, *args, **kwargs):
+            step = int(self._checkpoint.step.numpy())
+            before(step)
+            prefix = super().save(*args, **kwargs)
+            after(step, prefix)
+            return prefix
+
+    namespace.CheckpointManager = HookedManager
+    try:
+        yield
     finally:
-        done.set()
-        thread.join()
+        namespace.CheckpointManager = original
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How training ended, and the checkpoint to export."""
+
+    last_step: int
+    stopped_early: bool
+    checkpoint: str  # prefix of the selected checkpoint
+    step: int  # its step
+    val: dict[str, float]  # its val metrics ({} when not evaluated)
+
+    def selection(self, keep: str) -> dict:
+        """What selection.json says: which step was kept and why, with its val metrics
+        (``val/map`` as ``val_map``, names DVC and JSON readers take as they are)."""
+        val = {name.replace("/", "_"): value for name, value in self.val.items()}
+        return {
+            "keep": keep,
+            "step": self.step,
+            "last_step": self.last_step,
+            "stopped_early": self.stopped_early,
+            **val,
+        }
+
+    def copy_to(self, folder: Path) -> None:
+        """The selected checkpoint alone, found by ``tf.train.latest_checkpoint(folder)``."""
+        copy_checkpoint(self.checkpoint, folder)
+
+
+def resume_point(work: Path) -> tuple[str | None, int]:
+    """The latest complete checkpoint in the work folder and its step (None, 0 when fresh)."""
+    restored = latest(work)
+    return restored, checkpoint_step(restored) if restored else 0
+
+
+def rows_table(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Rows and their columns (step first) for a CSV plots file."""
+    return rows, ["step", *sorted({key for row in rows for key in row} - {"step"})]
+
+
+def fit(
+    pipeline_config: Path,
+    work: Path,
+    schedule: Schedule,
+    strategy: tf.distribute.Strategy,
+    journal: Journal,
+    restored: str | None,
+    chief: bool,
+    on_losses: ScalarCallback | None,
+    on_val: ScalarCallback | None,
+    use_tpu: bool = False,
+) -> Outcome:
+    """Train into ``work`` (resuming from its latest checkpoint), evaluate, keep the best.
+
+    Every worker of a multi-worker run makes the same decisions (losses are all-reduced and the
+    weights are in sync, so val metrics agree): all stop at the same step. Only the chief
+    records anything; the others evaluate only when patience needs the decision.
+    """
+    restored_step = checkpoint_step(restored) if restored else 0
+    events = Path(model_lib_v2.get_filepath(strategy, str(work / "train")))
+    evaluating = schedule.eval_every is not None and (chief or schedule.patience is not None)
+    validator = Validator(pipeline_config, work / "eval") if evaluating else None
+
+    def deliver(step: int, scalars: dict[str, float]) -> None:
+        journal.add_losses(step, scalars)
+        if on_losses:
+            on_losses(step, scalars)
+
+    watcher = EventWatcher(events, deliver)
+
+    def validate(step: int, prefix: str) -> None:
+        if validator is None or not schedule.evaluates_at(step) or any(r["step"] == step for r in journal.val):
+            return
+        metrics = validator(prefix)
+        journal.add_val(step, metrics, prefix)
+        if on_val:
+            on_val(step, metrics)
+        if journal.patience_ran_out(schedule.patience):
+            raise _StopEarly
+
+    def before_save(step: int) -> None:
+        tf.summary.flush()
+        watcher.poll(final=True)
+        check_finite(journal.losses)
+
+    stopped_early = restored is not None and journal.patience_ran_out(schedule.patience)
+    try:
+        if restored and not stopped_early:  # an evaluation the interrupted run did not get to
+            validate(restored_step, restored)
+        if restored_step < schedule.num_steps and not stopped_early:
+            with checkpoint_hook(before_save, validate), strategy.scope():
+                model_lib_v2.train_loop(
+                    pipeline_config_path=str(pipeline_config),
+                    model_dir=str(work),
+                    use_tpu=use_tpu,
+                    checkpoint_every_n=schedule.steps_per_loop,
+                    checkpoint_max_to_keep=schedule.checkpoint_max_to_keep,
+                    record_summaries=False,  # input-image summaries only: they bloat the events
+                    num_steps_per_iteration=schedule.steps_per_loop,
+                )
+    except _StopEarly:
+        stopped_early = True
+    finally:
+        if validator is not None:
+            validator.close()
+        # train_loop removes a non-chief worker's temporary folders only when it ends normally.
+        for folder in (work, work / "train"):
+            model_lib_v2.clean_temporary_directories(strategy, model_lib_v2.get_filepath(strategy, str(folder)))
     watcher.poll(final=True)
+    check_finite(journal.losses)
+    last, last_step = resume_point(work)
+    if chief and schedule.keep == "best" and journal.best is not None:
+        best = journal.best
+        return Outcome(last_step, stopped_early, str(work / best["checkpoint"]), best["step"], best["metrics"])
+    val = next((r for r in journal.val if r["step"] == last_step), {})
+    return Outcome(last_step, stopped_early, last, last_step, {k: v for k, v in val.items() if k != "step"})
 
 
 class Progress:
-    """A one-line progress report per logged step: step, loss, rate and time left."""
+    """A one-line progress report per logged step: step, loss, rate and time left, measured
+    from this run's own start (a resumed run counts only the steps it trained)."""
 
-    def __init__(self, total_steps: int) -> None:
+    def __init__(self, total_steps: int, first_step: int = 0) -> None:
         self.total = total_steps
+        self.first = first_step
         self.start = time.monotonic()
 
     def line(self, step: int, scalars: dict[str, float]) -> str:
         elapsed = time.monotonic() - self.start
-        rate = scalars.get("steps_per_sec", 0.0)
+        rate = (step - self.first) / elapsed if elapsed > 0 and step > self.first else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         return (
             f"step {step}/{self.total} ({100 * step / self.total:.0f}%)  "
-            f"loss {scalars.get('loss/total_loss', float('nan')):.3f}  "
+            f"loss {scalars.get(LOSS, float('nan')):.3f}  "
             f"lr {scalars.get('learning_rate', float('nan')):.4g}  "
-            f"{rate:.1f} steps/s  elapsed {elapsed:.0f}s  eta {eta:.0f}s"
+            f"{rate:.2f} steps/s  elapsed {elapsed:.0f}s  eta {eta:.0f}s"
         )

@@ -5,7 +5,6 @@ import json
 import logging
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.curves import best_and_worst, threshold_report
@@ -23,12 +22,13 @@ from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import fresh_dir, read_csv, write_csv, write_json
 from odpipe.label_map import read_label_map
 from odpipe.report import side_by_side
-from odpipe.runtime import stage
+from odpipe.runtime import EVERY_STAGE, stage
 from odpipe.tfrecord import group_csv_rows
 from odpipe.tracking import (
     flatten,
     log_artifacts,
     log_metrics,
+    open_client,
     read_run_id,
     register_model,
     resolve_tracking_uri,
@@ -59,7 +59,9 @@ def main(cfg: DictConfig) -> None:
         (val_records, val_detections), (records, detections), categories, cfg.evaluate.iou_threshold
     )
     log.info("score threshold %.2f (best F1 on val): %s", chosen.metrics["threshold"], chosen.metrics)
-    report = {**metrics, **chosen.metrics, **speed, "num_images": len(records)}
+    selection = json.loads(Path(cfg.paths.train_selection).read_text())
+    exported = {"exported_step": selection["step"], "exported_val_map": selection.get("val_map", float("nan"))}
+    report = {**metrics, **chosen.metrics, **speed, **exported, "num_images": len(records)}
     report["num_detections"] = sum(map(len, detections))
     write_json(report, cfg.paths.evaluate_report)
 
@@ -77,14 +79,16 @@ def main(cfg: DictConfig) -> None:
         rows = [comparison_row(records[i], encoded[i], detections[i], categories, score_threshold) for i in indices]
         side_by_side(rows, classes).save(samples_dir / f"{kind}.jpg", quality=90)
 
-    client = MlflowClient(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
-    params = flatten({"evaluate": OmegaConf.to_container(cfg.evaluate)})
+    client = open_client(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
+    params = flatten({k: v for k, v in OmegaConf.to_container(cfg).items() if k not in EVERY_STAGE})
     run_id = run_for_evaluation(
         client, read_run_id(Path(cfg.paths.mlflow_run)), params, cfg.mlflow.experiment_name, Path.cwd()
     )
     with run_status(client, run_id):
         log_metrics(client, run_id, report)
-        log_artifacts(client, run_id, [Path(cfg.paths.evaluate_report), Path(cfg.paths.f1_curve), pr_dir, samples_dir])
+        reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
+        produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
+        log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced)])
         if check_quality_gate(metrics, cfg.evaluate.min_map):
             version = register_model(client, run_id, export_dir, cfg.evaluate.registered_model, metrics)
             log.info("registered %s version %s", cfg.evaluate.registered_model, version)

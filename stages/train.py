@@ -1,69 +1,119 @@
-"""train: model_lib_v2.train_loop on pipeline.config, losses streamed to MLflow and DVC plots."""
+"""train: model_lib_v2.train_loop on pipeline.config, resumable, evaluated on val as it goes;
+the selected checkpoint (best on val, or last) becomes the stage's output."""
 
 import logging
+import shutil
 from pathlib import Path
 
 import tensorflow as tf
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.files import fresh_dir, write_csv
+from odpipe.checkpoints import exclusive, file_digest, inputs_digest, project_root, publishing
+from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
+from odpipe.files import write_csv, write_json
 from odpipe.manifest import folder_digest
 from odpipe.pipeline_config import load_pipeline
 from odpipe.runtime import stage
+from odpipe.tfrecord import shard_pattern
 from odpipe.tracking import (
     DATA_VERSION_TAG,
+    RESUMED_AT_TAG,
+    RESUMED_FROM_TAG,
+    RunLogger,
     create_run,
     flatten,
-    log_artifacts,
-    log_metrics,
+    open_client,
     resolve_tracking_uri,
-    run_status,
     write_run_file,
 )
-from odpipe.training import Progress, check_schedule, train
+from odpipe.training import Journal, Progress, Schedule, fit, resume_point, rows_table
 
 log = logging.getLogger(__name__)
 
 
 @stage("train")
 def main(cfg: DictConfig) -> None:
+    enable_memory_growth()
+    strategy = make_strategy(cfg.train.strategy, cfg.train.devices)
+    cluster = Cluster.from_env(cfg.train.strategy)
+    use_tpu = cfg.train.strategy == "tpu"
     pipeline_config = Path(cfg.paths.pipeline_config)
-    num_steps = load_pipeline(pipeline_config).train_config.num_steps
-    check_schedule(num_steps, cfg.train.steps_per_loop)
+    config = load_pipeline(pipeline_config)
+    check_batch(config.train_config.batch_size, strategy.num_replicas_in_sync)
+    check_shards(len(tf.io.gfile.glob(shard_pattern(cfg.paths.tfrecord, "train"))), cluster.num_workers)
+    schedule = Schedule(
+        num_steps=config.train_config.num_steps,
+        steps_per_loop=cfg.train.steps_per_loop,
+        eval_every=cfg.train.eval_every,
+        patience=cfg.train.patience,
+        keep=cfg.train.keep,
+        checkpoint_max_to_keep=cfg.train.checkpoint_max_to_keep,
+    )
     tf.keras.utils.set_random_seed(cfg.train.seed)
 
-    model_dir = fresh_dir(cfg.paths.train)
-    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
-    client = MlflowClient(uri)
-    params = flatten({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "paths"})
-    data_version = {DATA_VERSION_TAG: folder_digest(Path(cfg.paths.tfrecord))}
-    run_id = create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params, data_version)
-    write_run_file(Path(cfg.paths.mlflow_run), run_id, uri)
-    log.info("MLflow run %s at %s", run_id, uri)
+    # Everything that decides the weights names the work folder; the rest (logging, selection,
+    # patience, devices) may change and training still continues from its checkpoints.
+    data_version = folder_digest(Path(cfg.paths.tfrecord))
+    key = inputs_digest(
+        {
+            "pipeline.config": file_digest(pipeline_config),
+            "label_map": file_digest(Path(cfg.paths.label_map)),
+            "base_model": file_digest(Path(cfg.paths.base_model) / "source.json"),
+            "data": data_version,
+            "seed": str(cfg.train.seed),
+        }
+    )
+    work = project_root(Path.cwd()) / cfg.paths.train_work / key[:16]
+    if not cfg.train.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("%s with %d replica(s); checkpoints in %s", cluster.task, strategy.num_replicas_in_sync, work)
+    if not cluster.is_chief:  # trains in step with the chief; records and outputs are the chief's
+        restored, step = resume_point(work)
+        journal = Journal.open(work, step, writable=False)
+        fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
+        return
 
-    progress = Progress(num_steps)
-    history: list[dict] = []
+    with exclusive(work):
+        restored, first_step = resume_point(work)
+        journal = Journal.open(work, first_step)
+        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
+        mlflow = RunLogger(open_client(uri), None)
+        previous = journal.run_id
+        tags = {DATA_VERSION_TAG: data_version}
+        if restored and previous:
+            tags |= {RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: str(first_step)}
+            log.info("resuming from step %d (checkpoint %s); MLflow run %s continues", first_step, restored, previous)
+            mlflow.terminate("KILLED", previous)
+        params = flatten({"train": OmegaConf.to_container(cfg.train)})
+        run_id = mlflow.start(lambda: create_run(mlflow.client, cfg.mlflow.experiment_name, Path.cwd(), params, tags))
+        journal.set_run(run_id)
+        mlflow.history(journal.losses + journal.val)
+        progress = Progress(schedule.num_steps, first_step)
 
-    def on_scalars(step: int, scalars: dict[str, float]) -> None:
-        log_metrics(client, run_id, scalars, step)
-        history.append({"step": step, **scalars})
-        log.info(progress.line(step, scalars))
+        def on_losses(step: int, scalars: dict[str, float]) -> None:
+            mlflow.metrics(scalars, step)
+            log.info(progress.line(step, scalars))
 
-    with run_status(client, run_id):
-        inputs = [
-            cfg.paths.pipeline_config,
-            cfg.paths.label_map,
-            f"{cfg.paths.base_model}/source.json",
-            cfg.paths.clean_split_report,
-            cfg.paths.clean_split_markdown,
-            cfg.paths.clean_split_grid,
-            cfg.paths.augment_preview,
-        ]
-        log_artifacts(client, run_id, [Path(p) for p in inputs])
-        train(pipeline_config, model_dir, cfg.train.steps_per_loop, cfg.train.checkpoint_max_to_keep, on_scalars)
-        columns = ["step", *sorted({key for row in history for key in row} - {"step"})]
-        write_csv(history, columns, cfg.paths.train_plot)
+        def on_val(step: int, metrics: dict[str, float]) -> None:
+            mlflow.metrics(metrics, step)
+            log.info("val at step %d: %s", step, "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+
+        with mlflow.status():
+            inputs = (pipeline_config, cfg.paths.label_map, Path(cfg.paths.base_model) / "source.json")
+            mlflow.artifacts(Path(p) for p in inputs)
+            outcome = fit(
+                pipeline_config, work, schedule, strategy, journal, restored, True, on_losses, on_val, use_tpu
+            )
+            selection = outcome.selection(schedule.keep)
+            log.info("exporting the %s checkpoint: %s", schedule.keep, selection)
+            with publishing(Path(cfg.paths.train)) as out:
+                outcome.copy_to(out)
+                write_json(selection, out / Path(cfg.paths.train_selection).name)
+                write_run_file(out / Path(cfg.paths.mlflow_run).name, run_id, uri)
+            write_csv(*rows_table(journal.losses), cfg.paths.train_plot)
+            write_csv(*rows_table(journal.val), cfg.paths.val_plot)
+            mlflow.tags({"odpipe.selected_step": str(outcome.step), "odpipe.stopped_early": str(outcome.stopped_early)})
+        mlflow.report()
 
 
 if __name__ == "__main__":
