@@ -70,10 +70,10 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def open_client(uri: str) -> MlflowClient:
-    """A client whose store exists: a new sqlite store is created (tables and all) by one
-    process at a time."""
-    client = MlflowClient(uri)
+    """A client whose store exists: a new sqlite store is created (tables and all, when the
+    client is made) by one process at a time."""
     with _store_lock(uri):
+        client = MlflowClient(uri)
         client.search_experiments(max_results=1)
     return client
 
@@ -243,9 +243,10 @@ class RunLogger:
     "locked" while a queued neighbour writes), then given up with a warning. Whatever MLflow
     misses is still in the work folder's journal and the DVC plots files."""
 
-    def __init__(self, client: MlflowClient, run_id: str | None, retries: int = 3, wait: float = 0.5) -> None:
-        self.client = client
-        self.run_id = run_id
+    def __init__(self, uri: str, retries: int = 3, wait: float = 0.5) -> None:
+        self.uri = uri
+        self.client: MlflowClient | None = None  # connected by start()
+        self.run_id: str | None = None
         self.retries = retries
         self.wait = wait
         self.failures = 0
@@ -268,8 +269,14 @@ class RunLogger:
                 return None
         return None
 
-    def start(self, create: Callable[[], str]) -> str | None:
-        self.run_id = self.call("creating the run", create)
+    def start(self, create: Callable[[MlflowClient], str]) -> str | None:
+        """Create the run with ``create(client)``; None (and a warning) if MLflow fails."""
+
+        def connect_and_create() -> str:
+            self.client = self.client or open_client(self.uri)
+            return create(self.client)
+
+        self.run_id = self.call("creating the run", connect_and_create)
         return self.run_id
 
     def metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -295,10 +302,9 @@ class RunLogger:
         if self.run_id:
             self.call("logging artifacts", lambda: log_artifacts(self.client, self.run_id, list(paths)))
 
-    def terminate(self, status: str, run_id: str | None = None) -> None:
-        target = run_id or self.run_id
-        if target:
-            self.call(f"marking the run {status}", lambda: self.client.set_terminated(target, status))
+    def terminate(self, status: str) -> None:
+        if self.run_id:
+            self.call(f"marking the run {status}", lambda: self.client.set_terminated(self.run_id, status))
 
     @contextmanager
     def status(self) -> Iterator[None]:
@@ -312,6 +318,16 @@ class RunLogger:
             self.terminate("FAILED")
             raise
         self.terminate("FINISHED")
+
+    def close_interrupted(self, run_id: str) -> None:
+        """A run left RUNNING by a killed process is KILLED (a FAILED one stays FAILED)."""
+
+        def close() -> None:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, "KILLED")
+
+        if self.client is not None:
+            self.call("closing the interrupted run", close)
 
     def report(self) -> None:
         if self.failures:

@@ -298,7 +298,7 @@ class Outcome:
 
     last_step: int
     stopped_early: bool
-    checkpoint: str  # prefix of the selected checkpoint
+    checkpoint: str | None  # prefix of the selected checkpoint (None on a non-chief worker)
     step: int  # its step
     val: dict[str, float]  # its val metrics ({} when not evaluated)
 
@@ -370,17 +370,23 @@ def fit(
         if journal.patience_ran_out(schedule.patience):
             raise _StopEarly
 
+    saved = [restored_step]  # this worker's own last checkpoint (a non-chief's are temporary)
+
     def before_save(step: int) -> None:
         tf.summary.flush()
         watcher.poll(final=True)
         check_finite(journal.losses)
+
+    def after_save(step: int, prefix: str) -> None:
+        saved.append(step)
+        validate(step, prefix)
 
     stopped_early = restored is not None and journal.patience_ran_out(schedule.patience)
     try:
         if restored and not stopped_early:  # an evaluation the interrupted run did not get to
             validate(restored_step, restored)
         if restored_step < schedule.num_steps and not stopped_early:
-            with checkpoint_hook(before_save, validate), strategy.scope():
+            with checkpoint_hook(before_save, after_save), strategy.scope():
                 model_lib_v2.train_loop(
                     pipeline_config_path=str(pipeline_config),
                     model_dir=str(work),
@@ -400,7 +406,7 @@ def fit(
             model_lib_v2.clean_temporary_directories(strategy, model_lib_v2.get_filepath(strategy, str(folder)))
     watcher.poll(final=True)
     check_finite(journal.losses)
-    last, last_step = resume_point(work)
+    last, last_step = (latest(work), saved[-1]) if chief else (None, saved[-1])
     if chief and schedule.keep == "best" and journal.best is not None:
         best = journal.best
         return Outcome(last_step, stopped_early, str(work / best["checkpoint"]), best["step"], best["metrics"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.checkpoints import exclusive, file_digest, inputs_digest, project_root, publishing
+from odpipe.checkpoints import exclusive, file_digest, inputs_digest, project_root, publishing, write_json_atomic
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.files import write_csv, write_json
 from odpipe.manifest import folder_digest
@@ -22,7 +22,6 @@ from odpipe.tracking import (
     RunLogger,
     create_run,
     flatten,
-    open_client,
     resolve_tracking_uri,
     write_run_file,
 )
@@ -33,14 +32,15 @@ log = logging.getLogger(__name__)
 
 @stage("train")
 def main(cfg: DictConfig) -> None:
+    cluster = Cluster.from_env(cfg.train.strategy)
+    # Before the strategy: MultiWorkerMirroredStrategy waits for every worker to connect.
+    check_shards(len(tf.io.gfile.glob(shard_pattern(cfg.paths.tfrecord, "train"))), cluster.num_workers)
     enable_memory_growth()
     strategy = make_strategy(cfg.train.strategy, cfg.train.devices)
-    cluster = Cluster.from_env(cfg.train.strategy)
     use_tpu = cfg.train.strategy == "tpu"
     pipeline_config = Path(cfg.paths.pipeline_config)
     config = load_pipeline(pipeline_config)
     check_batch(config.train_config.batch_size, strategy.num_replicas_in_sync)
-    check_shards(len(tf.io.gfile.glob(shard_pattern(cfg.paths.tfrecord, "train"))), cluster.num_workers)
     schedule = Schedule(
         num_steps=config.train_config.num_steps,
         steps_per_loop=cfg.train.steps_per_loop,
@@ -54,38 +54,41 @@ def main(cfg: DictConfig) -> None:
     # Everything that decides the weights names the work folder; the rest (logging, selection,
     # patience, devices) may change and training still continues from its checkpoints.
     data_version = folder_digest(Path(cfg.paths.tfrecord))
-    key = inputs_digest(
-        {
-            "pipeline.config": file_digest(pipeline_config),
-            "label_map": file_digest(Path(cfg.paths.label_map)),
-            "base_model": file_digest(Path(cfg.paths.base_model) / "source.json"),
-            "data": data_version,
-            "seed": str(cfg.train.seed),
-        }
-    )
-    work = project_root(Path.cwd()) / cfg.paths.train_work / key[:16]
+    inputs = {
+        "pipeline.config": file_digest(pipeline_config),
+        "label_map": file_digest(Path(cfg.paths.label_map)),
+        "base_model": file_digest(Path(cfg.paths.base_model) / "source.json"),
+        "data": data_version,
+        "seed": str(cfg.train.seed),
+    }
+    work = project_root(Path.cwd()) / cfg.paths.train_work / inputs_digest(inputs)[:16]
     if not cfg.train.resume:
         shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(inputs, work / "inputs.json")  # what this folder trains, for people
     log.info("%s with %d replica(s); checkpoints in %s", cluster.task, strategy.num_replicas_in_sync, work)
     if not cluster.is_chief:  # trains in step with the chief; records and outputs are the chief's
         restored, step = resume_point(work)
         journal = Journal.open(work, step, writable=False)
-        fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
+        outcome = fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
+        log.info("%s done at step %d", cluster.task, outcome.last_step)
         return
 
     with exclusive(work):
         restored, first_step = resume_point(work)
         journal = Journal.open(work, first_step)
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
-        mlflow = RunLogger(open_client(uri), None)
+        mlflow = RunLogger(uri)
         previous = journal.run_id
         tags = {DATA_VERSION_TAG: data_version}
         if restored and previous:
             tags |= {RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: str(first_step)}
-            log.info("resuming from step %d (checkpoint %s); MLflow run %s continues", first_step, restored, previous)
-            mlflow.terminate("KILLED", previous)
+            done = "already trained" if first_step >= schedule.num_steps else "resuming from"
+            log.info("%s step %d (checkpoint %s); MLflow run %s continues", done, first_step, restored, previous)
         params = flatten({"train": OmegaConf.to_container(cfg.train)})
-        run_id = mlflow.start(lambda: create_run(mlflow.client, cfg.mlflow.experiment_name, Path.cwd(), params, tags))
+        run_id = mlflow.start(lambda client: create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params, tags))
+        if restored and previous:
+            mlflow.close_interrupted(previous)
         journal.set_run(run_id)
         mlflow.history(journal.losses + journal.val)
         progress = Progress(schedule.num_steps, first_step)
@@ -99,8 +102,8 @@ def main(cfg: DictConfig) -> None:
             log.info("val at step %d: %s", step, "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
 
         with mlflow.status():
-            inputs = (pipeline_config, cfg.paths.label_map, Path(cfg.paths.base_model) / "source.json")
-            mlflow.artifacts(Path(p) for p in inputs)
+            logged = (pipeline_config, cfg.paths.label_map, Path(cfg.paths.base_model) / "source.json")
+            mlflow.artifacts(Path(p) for p in logged)
             outcome = fit(
                 pipeline_config, work, schedule, strategy, journal, restored, True, on_losses, on_val, use_tpu
             )

@@ -139,6 +139,28 @@ def test_mlflow_run_holds_step_losses_and_metrics(project: Path) -> None:
     assert [int(r["step"]) for r in plot_rows] == [m.step for m in history]
 
 
+def _changed_stages(project: Path) -> set[str]:
+    return set(json.loads(run_dvc(project, "status", "--json").stdout))
+
+
+def test_mlflow_settings_and_report_text_never_retrain(project: Path) -> None:
+    """Only what changes the weights reruns train: another MLflow experiment or a reworded
+    cleaning report reruns evaluate (which logs them), nothing upstream of it."""
+    assert _changed_stages(project) == set()
+    compose_params(project, [*SMOKE, "mlflow.experiment_name=renamed"], project / PARAMS_FILE)
+    assert _changed_stages(project) == {"evaluate"}
+    compose_params(project, SMOKE, project / PARAMS_FILE)
+    report = project / load_params(project).paths.clean_split_markdown
+    text = report.read_text()
+    try:
+        report.write_text(text + "\nReviewed by a person.\n")
+        changed = _changed_stages(project)
+        assert "evaluate" in changed and "train" not in changed, changed
+    finally:
+        report.write_text(text)
+    assert _changed_stages(project) == set()
+
+
 def test_reruns_follow_the_declared_params(project: Path) -> None:
     assert _repro(project, []) == set(), "nothing changed, nothing should run"
 
@@ -222,34 +244,46 @@ def _experiments(project: Path) -> dict[str, dict]:
     return found
 
 
-def test_a_queued_sweep_runs_two_experiments_at_once(project: Path) -> None:
-    """`dvc exp run --queue` then `dvc queue start -j 2`: each experiment runs in its own temporary
-    copy of the repo, yet its MLflow run lands in the project's store, under its own name."""
-    before = set(_experiments(project))
-    run_dvc(project, "exp", "run", "--queue", "-S", "experiment=smoke", "-S", "train.learning_rate=0.01,0.03")
-    run_dvc(project, "queue", "start", "-j", "2")
+def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> None:
+    """`dvc exp run --queue` then `dvc queue start -j 2` before any MLflow store exists: both
+    workers create it at once, each in a temporary copy of the repo deleted afterwards. Both
+    experiments succeed, both MLflow runs are FINISHED in the project's store, named after the
+    experiments, and their artifacts are still readable once the copies are gone."""
+    fresh = copy_project(ROOT, tmp_path / "fresh")
+    compose_params(fresh, SMOKE, fresh / PARAMS_FILE)
+    run_dvc(fresh, "repro", "tfrecord", "pipeline_config", timeout=900)  # data from the run cache: quicker
+    assert not (fresh / "mlflow.db").exists() and not (fresh / "mlruns").exists()
+    run_dvc(fresh, "exp", "run", "--queue", "-S", "experiment=smoke", "-S", "train.learning_rate=0.01,0.03")
+    run_dvc(fresh, "queue", "start", "-j", "2")
     deadline = time.monotonic() + 1200
-    while re.search(r"\b(Queued|Running)\b", run_dvc(project, "queue", "status").stdout):
+    while re.search(r"\b(Queued|Running)\b", run_dvc(fresh, "queue", "status").stdout):
         assert time.monotonic() < deadline, "the queue did not finish in 20 minutes"
         time.sleep(5)
-    status = run_dvc(project, "queue", "status").stdout
-    assert "Failed" not in status, status
+    status = run_dvc(fresh, "queue", "status").stdout
+    assert "Failed" not in status, status + "\n".join(
+        run_dvc(fresh, "queue", "logs", name).stdout[-3000:] for name in re.findall(r"^(\S+)\s.*Failed", status, re.M)
+    )
+    assert not list((fresh / ".dvc" / "tmp" / "exps").glob("tmp*")), "the queue's temporary copies are still there"
 
-    swept = {name: exp for name, exp in _experiments(project).items() if name not in before}
+    swept = _experiments(fresh)
     assert sorted(exp["params"]["train"]["learning_rate"] for exp in swept.values()) == [0.01, 0.03]
     assert all(exp["metrics"]["map"] >= 0 and "threshold" in exp["metrics"] for exp in swept.values())
-
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    experiment_id = client.get_experiment_by_name("odpipe").experiment_id
+    client = MlflowClient(f"sqlite:///{fresh / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("odpipe")
+    assert experiment.artifact_location == (fresh / "mlruns" / "odpipe").as_uri()
     for name, exp in swept.items():
-        (run,) = client.search_runs([experiment_id], f"attributes.run_name = '{name}'")
+        (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
         assert run.info.status == "FINISHED"
         assert run.data.params["train.learning_rate"] == str(exp["params"]["train"]["learning_rate"])
         assert run.data.tags["mlflow.source.git.commit"] and run.data.tags[DATA_VERSION_TAG]
         assert run.data.metrics["map"] == pytest.approx(exp["metrics"]["map"])
+        report = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "evaluate.json", str(tmp_path))).read_text()
+        )
+        assert report["map"] == pytest.approx(exp["metrics"]["map"])
     # Same data, same TFRecords: both runs carry the same data version.
-    versions = {r.data.tags[DATA_VERSION_TAG] for r in client.search_runs([experiment_id]) if r.info.run_name in swept}
-    assert len(versions) == 1
+    runs = client.search_runs([experiment.experiment_id])
+    assert len({r.data.tags[DATA_VERSION_TAG] for r in runs if r.info.run_name in swept}) == 1
 
 
 @pytest.fixture
