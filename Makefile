@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench bench-augment lint format mlflow-ui
+.PHONY: help env params deps repro test bench bench-augment bench-train lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: $(STAMP)  ## quality bar: default pipeline from scratch, test mAP and sta
 
 bench-augment: $(STAMP)  ## cost of each augmentation policy in the tfrecord stage, against `none`
 	$(PY) benchmarks/augment_speed.py
+
+bench-train: $(STAMP)  ## train stage vs bare model_main_tf2.py: steps/s, val evaluation share, resume time
+	$(PY) benchmarks/train_speed.py
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

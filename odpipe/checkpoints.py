@@ -23,6 +23,7 @@ import tensorflow as tf
 
 STEP_VARIABLE = "step/.ATTRIBUTES/VARIABLE_VALUE"  # train_loop's Checkpoint(step=global_step, ...)
 STATE_FILE = "checkpoint"  # the state file tf.train.latest_checkpoint reads
+LOCK_FILE = ".lock"
 
 
 def project_root(cwd: Path) -> Path:
@@ -90,12 +91,19 @@ def publishing(final: Path) -> Iterator[Path]:
     os.replace(tmp, final)
 
 
+def empty(folder: Path) -> None:
+    """Remove everything in a work folder but its lock (held by the caller): a fresh start."""
+    for entry in folder.iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 @contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
     """Hold the work folder alone: two runs training the same inputs at once (a repeated
     queued experiment) would overwrite each other's checkpoints."""
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as handle:
+    with (folder / LOCK_FILE).open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -42,6 +42,7 @@ ScalarCallback = Callable[[int, dict[str, float]], None]
 KEEP = ("best", "last")
 LOSS = "loss/total_loss"
 SELECT_METRIC = "val/map"  # what "best" means: COCO mAP@[.5:.95] on val
+EVAL_SECONDS = "val/seconds"
 # eager_eval_loop's keys -> ours (the same names as evaluate's, under val/).
 VAL_METRICS = {
     "DetectionBoxes_Precision/mAP": "val/map",
@@ -363,7 +364,9 @@ def fit(
     def validate(step: int, prefix: str) -> None:
         if validator is None or not schedule.evaluates_at(step) or any(r["step"] == step for r in journal.val):
             return
+        start = time.monotonic()
         metrics = validator(prefix)
+        metrics[EVAL_SECONDS] = time.monotonic() - start  # what validation costs the run
         journal.add_val(step, metrics, prefix)
         if on_val:
             on_val(step, metrics)

@@ -60,7 +60,9 @@ def main(cfg: DictConfig) -> None:
     )
     log.info("score threshold %.2f (best F1 on val): %s", chosen.metrics["threshold"], chosen.metrics)
     selection = json.loads(Path(cfg.paths.train_selection).read_text())
-    exported = {"exported_step": selection["step"], "exported_val_map": selection.get("val_map", float("nan"))}
+    exported = {"exported_step": selection["step"]}
+    if "val_map" in selection:  # absent when training ran without val evaluation
+        exported["exported_val_map"] = selection["val_map"]
     report = {**metrics, **chosen.metrics, **speed, **exported, "num_images": len(records)}
     report["num_detections"] = sum(map(len, detections))
     write_json(report, cfg.paths.evaluate_report)

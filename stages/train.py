@@ -2,13 +2,20 @@
 the selected checkpoint (best on val, or last) becomes the stage's output."""
 
 import logging
-import shutil
 from pathlib import Path
 
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.checkpoints import exclusive, file_digest, inputs_digest, project_root, publishing, write_json_atomic
+from odpipe.checkpoints import (
+    empty,
+    exclusive,
+    file_digest,
+    inputs_digest,
+    project_root,
+    publishing,
+    write_json_atomic,
+)
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.files import write_csv, write_json
 from odpipe.manifest import folder_digest
@@ -62,12 +69,8 @@ def main(cfg: DictConfig) -> None:
         "seed": str(cfg.train.seed),
     }
     work = project_root(Path.cwd()) / cfg.paths.train_work / inputs_digest(inputs)[:16]
-    if not cfg.train.resume:
-        shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(inputs, work / "inputs.json")  # what this folder trains, for people
     log.info("%s with %d replica(s); checkpoints in %s", cluster.task, strategy.num_replicas_in_sync, work)
-    if not cluster.is_chief:  # trains in step with the chief; records and outputs are the chief's
+    if not cluster.is_chief:  # trains in step with the chief; records, outputs and resume are the chief's
         restored, step = resume_point(work)
         journal = Journal.open(work, step, writable=False)
         outcome = fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
@@ -75,6 +78,9 @@ def main(cfg: DictConfig) -> None:
         return
 
     with exclusive(work):
+        if not cfg.train.resume:
+            empty(work)
+        write_json_atomic(inputs, work / "inputs.json")  # what this folder trains, for people
         restored, first_step = resume_point(work)
         journal = Journal.open(work, first_step)
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())

@@ -108,12 +108,22 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     assert {p.name for p in (project / paths.samples).iterdir()} == {"best.jpg", "worst.jpg"}
     assert metrics["images_per_second"] > 0
 
+    # The exported checkpoint is the best of those evaluated on val, and evaluate says which.
+    selection = json.loads((project / paths.train_selection).read_text())
+    val_rows = read_csv(project / paths.val_plot)
+    assert [int(r["step"]) for r in val_rows] == [10, 20]
+    best = max(val_rows, key=lambda r: (float(r["val/map"]), -int(r["step"])))
+    assert selection["keep"] == "best" and selection["step"] == int(best["step"])
+    assert metrics["exported_step"] == selection["step"]
+    assert metrics["exported_val_map"] == pytest.approx(float(best["val/map"]))
+
     pairs = json.loads((project / paths.confusion).read_text())
     test_boxes = sum(1 for row in read_csv(project / paths.convert / "test.csv") if row["class"])
     assert sum(p["actual"] != "background" for p in pairs) == test_boxes
     assert {p["predicted"] for p in pairs} | {p["actual"] for p in pairs} <= {*classes.values(), "background"}
     plots = json.loads(run_dvc(project, "plots", "show", "--json").stdout)["data"]
     assert any("confusion" in name for name in plots) and any("train_losses" in name for name in plots)
+    assert "val_metrics" in plots
     assert any("augment_preview" in name for name in plots) and "f1_threshold" in plots
     assert any("pr_curves" in name for name in plots) and any("samples/worst.jpg" in name for name in plots)
 

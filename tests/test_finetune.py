@@ -18,6 +18,7 @@ Two proofs that train_loop really restored the checkpoint:
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -25,11 +26,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from odpipe.evaluation import coco_detections, coco_ground_truth, coco_metrics, detect_all, load_detector
 from odpipe.files import read_csv
+from odpipe.label_map import read_label_map
 from odpipe.manifest import sha256_file
 from odpipe.pipeline_config import load_pipeline
 from odpipe.project import copy_project, run_dvc
 from odpipe.runtime import load_params
+from odpipe.tfrecord import group_csv_rows
 
 from .conftest import ROOT, RangeHandler, serve, zoo_tarball
 
@@ -56,7 +60,8 @@ def zoo_model(tmp_path_factory) -> tuple[Path, Path]:
     """A zoo-style tarball of a model the pipeline trained, and its checkpoint folder."""
     work = copy_project(ROOT, tmp_path_factory.mktemp("pretrain") / "project")
     shapes = ["experiment=smoke", "dataset.num_images=160", "train.batch_size=16", "train.num_steps=600"]
-    run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*shapes, "train.steps_per_loop=100"]), "export", timeout=1500)
+    loops = ["train.steps_per_loop=100", "train.eval_every=200"]
+    run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*shapes, *loops]), "export", timeout=1500)
     paths = load_params(work).paths
     checkpoint = Path(tf.train.latest_checkpoint(str(work / paths.train)))
     served = tmp_path_factory.mktemp("served")
@@ -106,3 +111,25 @@ def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path
     first = {name: (float(fine_tuned_losses[0][name]), float(scratch_losses[0][name])) for name in fine_tuned_losses[0]}
     print("first step, fine-tuned against from scratch:", {k: v for k, v in first.items() if k.startswith("loss/")})
     assert first["loss/localization_loss"][0] < 0.9 * first["loss/localization_loss"][1]
+
+
+def test_val_map_while_training_is_what_evaluate_measures_on_val(zoo_model) -> None:
+    """The val mAP train records for the checkpoint it keeps (the OD API's eager_eval_loop, on
+    the val TFRecords) equals odpipe's own pycocotools scoring of the exported model on the val
+    images: one metric, whichever path computes it."""
+    _, trained = zoo_model
+    work = trained.parents[1]
+    paths = load_params(work).paths
+    selection = json.loads((work / paths.train_selection).read_text())
+    val_steps = [int(r["step"]) for r in read_csv(work / paths.val_plot)]
+    assert val_steps == [200, 400, 600] and selection["step"] in val_steps
+    records = group_csv_rows(read_csv(work / paths.convert / "val.csv"))
+    images = [(work / paths.clean_images / r.filename).read_bytes() for r in records]
+    detections, _ = detect_all(load_detector(work / paths.export), images, 0.0)
+    categories = read_label_map(work / paths.label_map)
+    metrics, _ = coco_metrics(coco_ground_truth(records, categories), coco_detections(detections))
+    step, during = selection["step"], selection["val_map"]
+    print(f"val mAP at step {step}: while training {during:.4f}, evaluate {metrics['map']:.4f}")
+    assert selection["val_map"] > 0.05, "the pretrained model learned nothing: the comparison would be empty"
+    assert metrics["map"] == pytest.approx(selection["val_map"], abs=0.01)
+    assert metrics["map_50"] == pytest.approx(selection["val_map_50"], abs=0.01)
