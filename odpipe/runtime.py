@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +85,17 @@ def setup_logging() -> None:
     tf_logger = logging.getLogger("tensorflow")
     tf_logger.handlers.clear()
     tf_logger.setLevel(logging.WARNING)
+    tf_logger.addFilter(_not_deprecation_notice)
+    # absl (the OD API's own logging) reports SavedModel renames and eval steps at INFO.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    # Keras' learning-phase API, which the OD API's evaluation still calls, warns on every use.
+    warnings.filterwarnings("ignore", message=r".*learning_phase.* is deprecated", category=UserWarning)
+
+
+def _not_deprecation_notice(record: logging.LogRecord) -> bool:
+    """TF's "X is deprecated and will be removed" notices are about the OD API's own code,
+    which a user can do nothing about: start-up noise, not signal."""
+    return "is deprecated and will be removed" not in record.getMessage()
 
 
 def stage(stage_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:

@@ -17,6 +17,7 @@ work folder next to the checkpoints, so a killed run resumes where its last chec
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,19 @@ class Schedule:
 
     def evaluates_at(self, step: int) -> bool:
         return self.eval_every is not None and step > 0 and (step % self.eval_every == 0 or step == self.num_steps)
+
+
+def check_val_data(patterns: list[str], schedule: Schedule) -> None:
+    """Evaluating while training needs val examples: say so before training, not after the
+    first loop (eager_eval_loop fails on an empty split with a TypeError)."""
+    if schedule.eval_every is None:
+        return
+    files = [path for pattern in patterns for path in tf.io.gfile.glob(pattern)]
+    if not any(True for path in files for _ in tf.data.TFRecordDataset(path).take(1)):
+        raise ValueError(
+            f"no val examples in {', '.join(patterns)}: evaluating while training needs a val split. "
+            "Give val images (clean_split.ratios), or set train.eval_every=null and train.keep=last"
+        )
 
 
 def metric_name(tag: str) -> str:
@@ -255,7 +269,8 @@ class Validator:
             self._built = self._build()
         configs, model, dataset, step, checkpoint, writer = self._built
         checkpoint.restore(prefix).expect_partial()
-        with writer.as_default(), tf.keras.backend.learning_phase_scope(0):
+        # pycocotools prints its whole summary table at every evaluation: ours are logged.
+        with writer.as_default(), tf.keras.backend.learning_phase_scope(0), redirect_stdout(io.StringIO()):
             raw = model_lib_v2.eager_eval_loop(model, configs, dataset, global_step=step)
         writer.flush()
         return val_metrics(raw)

@@ -32,7 +32,7 @@ from odpipe.tracking import (
     resolve_tracking_uri,
     write_run_file,
 )
-from odpipe.training import Journal, Progress, Schedule, fit, resume_point, rows_table
+from odpipe.training import Journal, Progress, Schedule, check_val_data, fit, resume_point, rows_table
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def main(cfg: DictConfig) -> None:
         keep=cfg.train.keep,
         checkpoint_max_to_keep=cfg.train.checkpoint_max_to_keep,
     )
+    check_val_data(list(config.eval_input_reader[0].tf_record_input_reader.input_path), schedule)
     tf.keras.utils.set_random_seed(cfg.train.seed)
 
     # Everything that decides the weights names the work folder; the rest (logging, selection,

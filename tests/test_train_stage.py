@@ -201,7 +201,11 @@ def test_multi_worker_strategy_with_two_worker_processes(project: Path) -> None:
         )
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    try:
+        outputs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:  # a worker left waiting for its peer would outlive the test
+        for p in procs:
+            p.kill()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert "worker:1 done at step 40" in outputs[1]
     paths = load_params(project).paths

@@ -17,7 +17,7 @@ from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest, publish
 from odpipe.distribute import Cluster, check_batch, check_shards
 from odpipe.tfrecord import ImageBoxes, auto_num_shards, shuffled
 from odpipe.tracking import RunLogger, artifact_location, ensure_experiment, open_client
-from odpipe.training import Journal, Schedule, TrainingDiverged, check_finite, val_metrics
+from odpipe.training import Journal, Schedule, TrainingDiverged, check_finite, check_val_data, val_metrics
 
 
 def test_schedule_refuses_what_train_loop_would_get_wrong() -> None:
@@ -31,6 +31,18 @@ def test_schedule_refuses_what_train_loop_would_get_wrong() -> None:
         Schedule(num_steps=100, steps_per_loop=10, eval_every=20, patience=None, keep="newest")
     schedule = Schedule(num_steps=100, steps_per_loop=10, eval_every=30, patience=2)
     assert [s for s in range(0, 101, 10) if schedule.evaluates_at(s)] == [30, 60, 90, 100]
+
+
+def test_evaluating_while_training_needs_val_examples(tmp_path: Path) -> None:
+    schedule = Schedule(num_steps=100, steps_per_loop=10, eval_every=50, patience=None)
+    empty = tmp_path / "val-00000-of-00001.tfrecord"
+    tf.io.TFRecordWriter(str(empty)).close()
+    with pytest.raises(ValueError, match="no val examples in .*train.eval_every=null and train.keep=last"):
+        check_val_data([str(tmp_path / "val-*")], schedule)
+    check_val_data([str(tmp_path / "val-*")], Schedule(100, 10, None, None, keep="last"))
+    with tf.io.TFRecordWriter(str(empty)) as writer:
+        writer.write(b"an example")
+    check_val_data([str(tmp_path / "val-*")], schedule)
 
 
 def _row(step: int, loss: float) -> dict:
