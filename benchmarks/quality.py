@@ -1,7 +1,8 @@
 """Quality bar: the default pipeline on the built-in data, from scratch, in a clean copy.
 
 Prints the test-split mAP@.5 and mAP@[.5:.95], the wall time of every stage, and whether the
-bar is met (mAP@.5 >= 0.7 and mAP@[.5:.95] >= 0.45 with at most 20 minutes of training).
+bar is met (mAP@.5 >= 0.7 and mAP@[.5:.95] >= 0.45 with at most 20 minutes of training, val
+evaluation included), and which checkpoint was exported (the best on val).
 Usage: python benchmarks/quality.py [--keep] [hydra overrides ...]
 (--keep leaves the work copy in place to inspect the model and the MLflow run.)
 """
@@ -41,6 +42,7 @@ def main(args: list[str]) -> int:
         print(f"  {name:16s} {secs:8.1f} s")
     print(f"test mAP@.5        {metrics['map_50']:.3f}   (bar {BAR['map_50']})")
     print(f"test mAP@[.5:.95]  {metrics['map']:.3f}   (bar {BAR['map']})")
+    print(f"  exported checkpoint: step {metrics['exported_step']}, val mAP {metrics.get('exported_val_map', 0):.3f}")
     breakdown = ("map_75", "map_small", "map_medium", "map_large")
     print("  by IoU and size: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in breakdown))
     print(
