@@ -76,7 +76,7 @@ def first_step_after(cmd: list[str], cwd: Path, interrupt_at: int | None = None)
             if interrupt_at is None or step >= interrupt_at:
                 proc.send_signal(signal.SIGINT)
                 break
-    proc.wait()
+    proc.communicate()  # drain what it prints on the way out
     if first is None:
         raise RuntimeError(f"{' '.join(cmd)} logged no step")
     return first

@@ -8,12 +8,13 @@ and served from a real HTTP server on 127.0.0.1. The fine-tune runs on another c
 Two proofs that train_loop really restored the checkpoint:
 - the trained backbone stays within a few per cent of the checkpoint's, while the one trained
   from scratch is as far from it as two unrelated weight sets are;
-- the first step's localization loss is clearly lower. The first step's total loss is not a
-  sound test here: a detection checkpoint restores the backbone only, so the class head is new
-  and random in both runs and its loss is the same either way (measured over three seeds:
-  classification 3.37 to 3.41 fine-tuned against 3.10 to 3.38 from scratch), and the restored
-  weights add L2 regularization (0.33 against 0.01). The box head, fed the pretrained features,
-  starts clearly better (localization 0.73 to 0.83 against 1.06 to 1.23).
+- the starting model localizes clearly better: both runs take ten steps at a learning rate too
+  small to move the weights, so their logged losses score the restored and the new model on the
+  same ten batches. The total loss is not a sound test: a detection checkpoint restores the
+  backbone only, so the class head is new and random in both runs, and the restored weights add
+  L2 regularization. One batch is not either: the first step's localization loss measured 0.72
+  to 0.83 fine-tuned against 1.06 to 1.23 from scratch over three seeds, but 0.87 against 0.92
+  on another first batch.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def _relative_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> fl
 def zoo_model(tmp_path_factory) -> tuple[Path, Path]:
     """A zoo-style tarball of a model the pipeline trained, and its checkpoint folder."""
     work = copy_project(ROOT, tmp_path_factory.mktemp("pretrain") / "project")
-    shapes = ["experiment=smoke", "dataset.num_images=160", "train.batch_size=16", "train.num_steps=600"]
-    loops = ["train.steps_per_loop=100", "train.eval_every=200"]
+    shapes = ["experiment=smoke", "dataset.num_images=160", "train.batch_size=16", "train.num_steps=1000"]
+    loops = ["train.steps_per_loop=100", "train.eval_every=500"]
     run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*shapes, *loops]), "export", timeout=1500)
     paths = load_params(work).paths
     checkpoint = Path(tf.train.latest_checkpoint(str(work / paths.train)))
@@ -83,6 +84,9 @@ def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path
             "train.batch_size=8",
             "train.num_steps=10",
             "train.steps_per_loop=1",
+            # A learning rate too small to move the weights: the ten steps' losses measure the
+            # starting model (restored or new) on the same ten batches.
+            "train.learning_rate=0.00001",
         ]
         fine_tuned = run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*run, "model.fine_tune=true"]), "train")
         assert RangeHandler.requests == ["full"]
@@ -108,9 +112,14 @@ def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path
     assert (
         [r["step"] for r in fine_tuned_losses] == [r["step"] for r in scratch_losses] == [str(i) for i in range(1, 11)]
     )
-    first = {name: (float(fine_tuned_losses[0][name]), float(scratch_losses[0][name])) for name in fine_tuned_losses[0]}
-    print("first step, fine-tuned against from scratch:", {k: v for k, v in first.items() if k.startswith("loss/")})
-    assert first["loss/localization_loss"][0] < 0.9 * first["loss/localization_loss"][1]
+
+    def mean(rows: list[dict], name: str) -> float:
+        return float(np.mean([float(r[name]) for r in rows]))
+
+    names = [k for k in fine_tuned_losses[0] if k.startswith("loss/")]
+    start = {name: (mean(fine_tuned_losses, name), mean(scratch_losses, name)) for name in names}
+    print("mean loss of the starting model over 10 batches, fine-tuned against from scratch:", start)
+    assert start["loss/localization_loss"][0] < 0.9 * start["loss/localization_loss"][1]
 
 
 def test_val_map_while_training_is_what_evaluate_measures_on_val(zoo_model) -> None:
@@ -122,7 +131,7 @@ def test_val_map_while_training_is_what_evaluate_measures_on_val(zoo_model) -> N
     paths = load_params(work).paths
     selection = json.loads((work / paths.train_selection).read_text())
     val_steps = [int(r["step"]) for r in read_csv(work / paths.val_plot)]
-    assert val_steps == [200, 400, 600] and selection["step"] in val_steps
+    assert val_steps == [500, 1000] and selection["step"] in val_steps
     records = group_csv_rows(read_csv(work / paths.convert / "val.csv"))
     images = [(work / paths.clean_images / r.filename).read_bytes() for r in records]
     detections, _ = detect_all(load_detector(work / paths.export), images, 0.0)
@@ -130,6 +139,6 @@ def test_val_map_while_training_is_what_evaluate_measures_on_val(zoo_model) -> N
     metrics, _ = coco_metrics(coco_ground_truth(records, categories), coco_detections(detections))
     step, during = selection["step"], selection["val_map"]
     print(f"val mAP at step {step}: while training {during:.4f}, evaluate {metrics['map']:.4f}")
-    assert selection["val_map"] > 0.05, "the pretrained model learned nothing: the comparison would be empty"
-    assert metrics["map"] == pytest.approx(selection["val_map"], abs=0.01)
-    assert metrics["map_50"] == pytest.approx(selection["val_map_50"], abs=0.01)
+    assert selection["val_map_50"] > 0, "no true positive at all: the comparison would be empty"
+    assert metrics["map"] == pytest.approx(selection["val_map"], rel=0.02, abs=1e-4)
+    assert metrics["map_50"] == pytest.approx(selection["val_map_50"], rel=0.02, abs=1e-4)
