@@ -34,7 +34,7 @@ from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 ROOT = Path(__file__).resolve().parents[1]
 BARE = (  # model_main_tf2.py as users run it, with the one tf-slim bridge TF 2.15 needs
     "import runpy, sys; import odpipe.tfcompat; sys.argv[0] = 'model_main_tf2.py'; "
-    "runpy.run_module('object_detection.model_main_tf2', run_name='__main__')"
+    "runpy.run_module('object_detection.model_main_tf2', run_name='__main__', alter_sys=True)"
 )
 STEP_LINE = re.compile(r"step (\d+)/\d+ ")
 
@@ -84,7 +84,7 @@ def first_step_after(cmd: list[str], cwd: Path, interrupt_at: int | None = None)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=2000)
     args, overrides = parser.parse_known_args()
     tmp = Path(tempfile.mkdtemp(prefix="odpipe-train-speed-"))
     try:
@@ -111,12 +111,13 @@ def main() -> int:
         stage_wall, _ = timed([sys.executable, "stages/train.py"], work)
         (stage_dir,) = (work / params.paths.train_work).iterdir()
         val_rows = [json.loads(line) for line in (stage_dir / "val.jsonl").read_text().splitlines()]
-        paused = sum(row["val/seconds"] for row in val_rows)
-
         bare_rate = steps_per_second(logged_steps(bare_dir / "train"))
         stage_points = logged_steps(stage_dir / "train")
-        stage_rate = steps_per_second(stage_points, paused)
-        training_seconds = stage_points[-1][1] - stage_points[0][1]
+        # Evaluations between the first and the last logged loop paused the training measured.
+        within = sum(r["val/seconds"] for r in val_rows if stage_points[0][0] <= r["step"] < stage_points[-1][0])
+        stage_rate = steps_per_second(stage_points, within)
+        paused = sum(row["val/seconds"] for row in val_rows)
+        training_seconds = stage_points[-1][1] - stage_points[0][1] - within + paused
 
         # Resume: a run interrupted after a checkpoint, restarted; against a fresh start.
         resume_cmd = [sys.executable, "stages/train.py", "train.seed=1"]
