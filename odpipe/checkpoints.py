@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -26,22 +25,12 @@ STATE_FILE = "checkpoint"  # the state file tf.train.latest_checkpoint reads
 LOCK_FILE = ".lock"
 
 
-def project_root(cwd: Path) -> Path:
-    """The real project: a queued ``dvc exp run`` runs in a temporary copy and says where the
-    project is in ``DVC_ROOT``; what must outlive the run goes there."""
-    return Path(os.environ.get("DVC_ROOT") or cwd).resolve()
-
-
 def inputs_digest(parts: Mapping[str, str]) -> str:
     """One digest of named input fingerprints (file digests, seeds), order-independent."""
     digest = hashlib.sha256()
     for name in sorted(parts):
         digest.update(f"{name}\0{parts[name]}\n".encode())
     return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def latest(folder: Path) -> str | None:
@@ -66,13 +55,6 @@ def copy_checkpoint(prefix: str, folder: Path) -> Path:
         f'model_checkpoint_path: "{source.name}"\nall_model_checkpoint_paths: "{source.name}"\n'
     )
     return folder / source.name
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,15 +20,23 @@ def fresh_dir(path: Path | str) -> Path:
     return path
 
 
-def write_json(data: dict, path: Path | str) -> None:
-    """Pretty, key-sorted JSON: stable bytes for DVC and readable diffs for people."""
+def write_text_atomic(text: str, path: Path | str) -> None:
+    """Readers (and a run resumed after a kill) see the old file or the new one, never half
+    of one: write beside it, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(data: dict, path: Path | str) -> None:
+    """Pretty, key-sorted JSON: stable bytes for DVC and readable diffs for people."""
+    write_text_atomic(json.dumps(data, indent=2, sort_keys=True) + "\n", path)
 
 
 def write_jsonl(rows: Iterable[dict], path: Path | str) -> None:
-    Path(path).write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    write_text_atomic("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), path)
 
 
 def read_jsonl(path: Path | str) -> list[dict]:

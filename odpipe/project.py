@@ -18,6 +18,13 @@ import yaml
 RUN_PRODUCTS = (".venv", "data", "models", "reports", "mlflow.db", "mlruns", "dvc.lock", "__pycache__", ".pytest_cache")
 
 
+def project_root(cwd: Path) -> Path:
+    """The real project: a queued ``dvc exp run`` runs in a temporary copy and says where the
+    project is in ``DVC_ROOT``; what must outlive the run (checkpoints, the MLflow store and
+    its artifacts) goes there."""
+    return Path(os.environ.get("DVC_ROOT") or cwd).resolve()
+
+
 def stage_names(root: Path) -> list[str]:
     """Stages in the order dvc.yaml lists them, which is the DAG order."""
     return list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])

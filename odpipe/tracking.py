@@ -24,6 +24,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from odpipe.project import project_root
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -46,8 +48,7 @@ def resolve_tracking_uri(configured: str, root: Path) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
-        base = Path(os.environ.get("DVC_ROOT") or root)
-        return SQLITE + str((base / uri[len(SQLITE) :]).resolve())
+        return SQLITE + str((project_root(root) / uri[len(SQLITE) :]).resolve())
     return uri
 
 
@@ -89,8 +90,7 @@ def artifact_location(uri: str, root: Path, experiment_name: str) -> str | None:
     A tracking server decides for itself (None)."""
     if uri.startswith(("http://", "https://", "databricks")):
         return None
-    base = Path(os.environ.get("DVC_ROOT") or root).resolve()
-    return (base / ARTIFACTS_DIR / experiment_name).as_uri()
+    return (project_root(root) / ARTIFACTS_DIR / experiment_name).as_uri()
 
 
 def ensure_experiment(client: MlflowClient, name: str, root: Path) -> str:

@@ -37,7 +37,8 @@ from object_detection.utils import config_util
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
-from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest, write_json_atomic
+from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest
+from odpipe.files import read_jsonl, write_json, write_jsonl
 
 ScalarCallback = Callable[[int, dict[str, float]], None]
 KEEP = ("best", "last")
@@ -170,9 +171,9 @@ class Journal:
         for name, rows in ((cls.LOSSES, journal.losses), (cls.VAL, journal.val)):
             path = folder / name
             if path.exists():
-                rows.extend(r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= upto_step)
+                rows.extend(r for r in read_jsonl(path) if r["step"] <= upto_step)
             if writable:
-                journal._rewrite(name, rows)
+                write_jsonl(rows, folder / name)
         best, run = folder / cls.BEST, folder / cls.RUN
         if best.exists():
             journal.best = json.loads(best.read_text())
@@ -183,13 +184,7 @@ class Journal:
     def set_run(self, run_id: str | None) -> None:
         self.run_id = run_id
         if self.writable:
-            write_json_atomic({"run_id": run_id}, self.folder / self.RUN)
-
-    def _rewrite(self, name: str, rows: list[dict]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{name}.tmp"
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        os.replace(tmp, self.folder / name)
+            write_json({"run_id": run_id}, self.folder / self.RUN)
 
     def _append(self, name: str, row: dict) -> None:
         if not self.writable:
@@ -213,7 +208,7 @@ class Journal:
         if self.writable:
             kept = copy_checkpoint(prefix, self.folder / f"best-{step}")
             self.best["checkpoint"] = str(kept.relative_to(self.folder))
-            write_json_atomic(self.best, self.folder / self.BEST)
+            write_json(self.best, self.folder / self.BEST)
             for old in self.folder.glob("best-*"):
                 if old.name != f"best-{step}":
                     shutil.rmtree(old)

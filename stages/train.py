@@ -7,19 +7,12 @@ from pathlib import Path
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.checkpoints import (
-    empty,
-    exclusive,
-    file_digest,
-    inputs_digest,
-    project_root,
-    publishing,
-    write_json_atomic,
-)
+from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.files import write_csv, write_json
-from odpipe.manifest import folder_digest
+from odpipe.manifest import folder_digest, sha256_file
 from odpipe.pipeline_config import load_pipeline
+from odpipe.project import project_root
 from odpipe.runtime import stage
 from odpipe.tfrecord import shard_pattern
 from odpipe.tracking import (
@@ -63,9 +56,9 @@ def main(cfg: DictConfig) -> None:
     # patience, devices) may change and training still continues from its checkpoints.
     data_version = folder_digest(Path(cfg.paths.tfrecord))
     inputs = {
-        "pipeline.config": file_digest(pipeline_config),
-        "label_map": file_digest(Path(cfg.paths.label_map)),
-        "base_model": file_digest(Path(cfg.paths.base_model) / "source.json"),
+        "pipeline.config": sha256_file(pipeline_config),
+        "label_map": sha256_file(Path(cfg.paths.label_map)),
+        "base_model": sha256_file(Path(cfg.paths.base_model) / "source.json"),
         "data": data_version,
         "seed": str(cfg.train.seed),
     }
@@ -81,7 +74,7 @@ def main(cfg: DictConfig) -> None:
     with exclusive(work):
         if not cfg.train.resume:
             empty(work)
-        write_json_atomic(inputs, work / "inputs.json")  # what this folder trains, for people
+        write_json(inputs, work / "inputs.json")  # what this folder trains, for people
         restored, first_step = resume_point(work)
         journal = Journal.open(work, first_step)
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
