@@ -31,6 +31,7 @@ class Box:
     ymax: float
     difficult: bool = False
     truncated: bool = False
+    crowd: bool = False  # COCO iscrowd: a region of many objects, ignored by evaluation, never trained on
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ CSV_COLUMNS = (
     "class_id",
     "difficult",
     "truncated",
+    "iscrowd",
 )
 
 
@@ -161,6 +163,7 @@ def to_csv_rows(annotations: list[Annotation], ids: dict[str, int]) -> list[dict
                     "class_id": ids[box.label],
                     "difficult": int(box.difficult),
                     "truncated": int(box.truncated),
+                    "iscrowd": int(box.crowd),
                 }
             )
     return rows

@@ -110,6 +110,7 @@ def augment_one(
         texts=pick(record.texts),
         difficult=pick(record.difficult),
         truncated=pick(record.truncated),
+        crowd=pick(record.crowd),
     )
     return augmented, buffer.getvalue()
 

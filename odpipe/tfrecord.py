@@ -36,6 +36,13 @@ class ImageBoxes:
     texts: tuple[str, ...]
     difficult: tuple[int, ...] = ()
     truncated: tuple[int, ...] = ()
+    crowd: tuple[int, ...] = ()  # 1: a COCO crowd region
+
+    def ignored(self) -> tuple[int, ...]:
+        """1 for each box evaluation ignores, as COCO does crowds and VOC difficult objects:
+        a detection on it is neither a hit nor a false alarm, and missing it costs nothing."""
+        flags = zip(self.crowd or (0,) * len(self.boxes), self.difficult or (0,) * len(self.boxes), strict=True)
+        return tuple(int(bool(c or d)) for c, d in flags)
 
     def labelled_boxes(self) -> tuple[Box, ...]:
         """The boxes with their class names, to draw."""
@@ -61,6 +68,7 @@ def group_csv_rows(rows: Iterable[dict]) -> list[ImageBoxes]:
                 texts=tuple(r["class"] for r in boxes),
                 difficult=tuple(int(r.get("difficult") or 0) for r in boxes),
                 truncated=tuple(int(r.get("truncated") or 0) for r in boxes),
+                crowd=tuple(int(r.get("iscrowd") or 0) for r in boxes),
             )
         )
     return records
@@ -105,6 +113,9 @@ def make_example(record: ImageBoxes, encoded: bytes) -> tf.train.Example:
         "image/object/class/text": _bytes([t.encode() for t in record.texts]),
         "image/object/difficult": _ints(list(record.difficult or [0] * len(record.labels))),
         "image/object/truncated": _ints(list(record.truncated or [0] * len(record.labels))),
+        # The OD API's COCO evaluator (val mAP during training) skips is_crowd boxes: crowds
+        # and VOC difficult objects alike, as odpipe's own evaluation does.
+        "image/object/is_crowd": _ints(list(record.ignored())),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
