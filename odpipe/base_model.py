@@ -16,12 +16,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from odpipe.download import extract, fetch_archive, is_url
+from odpipe.download import GB, extract, fetch_archive, is_url
 from odpipe.manifest import build_manifest, sha256_file
 
 PIPELINE_CONFIG = "pipeline.config"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PREFIX = f"{CHECKPOINT_DIR}/ckpt-0"
+# The cap on what a model tarball may unpack to. Not a config key: the base_model stage reads
+# only model.source and model.sha256, and no zoo model comes near it; a tarball that does is
+# the wrong file (or a hostile one).
+MAX_EXTRACT_GB = 20
 
 
 def model_root(folder: Path, source: str) -> Path:
@@ -40,8 +44,11 @@ def _copy_model(root: Path, dst: Path) -> None:
         shutil.copytree(root / CHECKPOINT_DIR, dst / CHECKPOINT_DIR)
 
 
-def fetch_base_model(source: str, dst: Path, cache_dir: Path, sha256: str | None = None) -> dict:
-    """Fill ``dst`` from ``source`` and return the provenance record written beside it."""
+def fetch_base_model(
+    source: str, dst: Path, cache_dir: Path, sha256: str | None = None, max_extract_gb: float = MAX_EXTRACT_GB
+) -> dict:
+    """Fill ``dst`` from ``source`` and return the provenance record written beside it. A
+    tarball that would unpack to more than ``max_extract_gb`` is refused before unpacking."""
     local = None if is_url(source) else Path(source).expanduser()
     if local is not None and local.is_dir():
         _copy_model(model_root(local, source), dst)
@@ -51,7 +58,7 @@ def fetch_base_model(source: str, dst: Path, cache_dir: Path, sha256: str | None
         shutil.copy2(fetched, dst / PIPELINE_CONFIG)
     else:
         with tempfile.TemporaryDirectory(dir=dst.parent) as unpacked:
-            extract(fetched, Path(unpacked))
+            extract(fetched, Path(unpacked), int(max_extract_gb * GB), key=f"{__name__}.MAX_EXTRACT_GB")
             _copy_model(model_root(Path(unpacked), source), dst)
     return build_manifest(dst, {"source": source, "sha256": sha256_file(fetched)})
 

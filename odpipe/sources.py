@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from odpipe.annotations import IMAGE_SUFFIXES
-from odpipe.download import extract, fetch_archive
+from odpipe.download import GB, extract, fetch_archive
 from odpipe.synthetic import SyntheticSpec, generate
 
 # Every annotation format's files: VOC XML, CSV, COCO/LinkedAI JSON, YOLO txt + data.yaml.
@@ -36,13 +36,15 @@ def copy_local(src: Path, dst: Path) -> int:
 
 
 def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
-    """Fill ``dst`` from the configured source (downloads are kept in ``cache_dir``)."""
+    """Fill ``dst`` from the configured source (downloads are kept in ``cache_dir``). An archive
+    that would unpack to more than ``dataset.max_extract_gb`` is refused before anything is written."""
     source = dataset["source"]
     if source == "synthetic":
         generate(SyntheticSpec.from_config(dataset), dst)
     elif source == "local":
         copy_local(Path(dataset["path"]).expanduser(), dst)
     elif source == "archive":
-        extract(fetch_archive(str(dataset["path"]), cache_dir, dataset.get("sha256")), dst)
+        archive = fetch_archive(str(dataset["path"]), cache_dir, dataset.get("sha256"))
+        extract(archive, dst, int(dataset["max_extract_gb"] * GB))
     else:
         raise ValueError(f"dataset.source {source!r} is not supported; use 'synthetic', 'local' or 'archive'")

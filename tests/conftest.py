@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import formatdate
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,31 +37,68 @@ def spec() -> SyntheticSpec:
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
-    """Serves files, honouring ``Range: bytes=N-`` as real servers do; counts requests."""
+    """Serves files as real servers do: ``Range: bytes=N-`` (206, or 416 with ``bytes */size``
+    past the end), validated by ``If-Range`` against the file's strong ETag and Last-Modified
+    (a mismatch: 200 with the whole file). Records each request's Range ("full" without) and
+    If-Range. Class settings, reset by ``serve``, shape the replies: ``send_etag`` and
+    ``send_last_modified`` turn a validator off, ``honour_if_range`` off ignores If-Range as
+    some servers do, and ``cut_after`` drops the connection after that many body bytes, as an
+    interrupted transfer."""
 
     requests: list[str] = []
+    if_ranges: list[str | None] = []
+    send_etag = True
+    send_last_modified = True
+    cut_after: int | None = None
+    honour_if_range = True
 
     def log_message(self, *args) -> None:
         pass
 
+    def _validators(self, path: Path, data: bytes) -> dict[str, str]:
+        found = {}
+        if RangeHandler.send_etag:
+            found["ETag"] = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+        if RangeHandler.send_last_modified:
+            found["Last-Modified"] = formatdate(path.stat().st_mtime, usegmt=True)
+        return found
+
     def do_GET(self) -> None:
         RangeHandler.requests.append(self.headers.get("Range") or "full")
+        RangeHandler.if_ranges.append(self.headers.get("If-Range"))
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
             return
         data = path.read_bytes()
+        validators = self._validators(path, data)
         start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        if RangeHandler.honour_if_range and self.headers.get("If-Range") not in (None, *validators.values()):
+            start = 0  # the client's bytes are of another version: it gets the whole current one
+        if start and start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(206 if start else 200)
+        for name, value in validators.items():
+            self.send_header(name, value)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(data[start:])
+        body = data[start:]
+        self.wfile.write(body if RangeHandler.cut_after is None else body[: RangeHandler.cut_after])
 
 
 @contextmanager
 def serve(root: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving ``root``; yields its base URL."""
     RangeHandler.requests = []
+    RangeHandler.if_ranges = []
+    RangeHandler.send_etag = RangeHandler.send_last_modified = RangeHandler.honour_if_range = True
+    RangeHandler.cut_after = None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

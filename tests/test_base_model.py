@@ -6,8 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from odpipe.base_model import checkpoint_prefix, fetch_base_model
+from odpipe.download import ArchiveTooLargeError, is_url
 from odpipe.manifest import sha256_file
 
 from .conftest import ROOT, RangeHandler, serve, zoo_tarball
@@ -27,11 +29,11 @@ def zoo_model(tmp_path: Path) -> Path:
     return zoo_tarball(tmp_path / f"{NAME}.tar.gz", NAME, BUILT_IN, src / "ckpt-7", src / "saved_model")
 
 
-def _fetch(source: str, tmp_path: Path, sha256: str | None = None) -> tuple[Path, dict]:
+def _fetch(source: str, tmp_path: Path, sha256: str | None = None, **options) -> tuple[Path, dict]:
     out = tmp_path / "models" / "base_model"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    return out, fetch_base_model(source, out, tmp_path / "cache", sha256)
+    return out, fetch_base_model(source, out, tmp_path / "cache", sha256, **options)
 
 
 def test_a_zoo_tarball_is_downloaded_once_unpacked_and_recorded(zoo_model: Path, tmp_path: Path) -> None:
@@ -80,3 +82,20 @@ def test_a_source_without_a_pipeline_config_is_named(tmp_path: Path) -> None:
         _fetch(str(tmp_path / "empty_model"), tmp_path)
     with pytest.raises(FileNotFoundError, match="model.source .*missing.tar.gz is not a file"):
         _fetch(str(tmp_path / "missing.tar.gz"), tmp_path)
+
+
+def test_a_tarball_over_the_extraction_cap_is_refused(zoo_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ArchiveTooLargeError, match=rf"{zoo_model.name}: would unpack .*odpipe\.base_model\.MAX_EXTRACT_GB"
+    ):
+        _fetch(str(zoo_model), tmp_path, max_extract_gb=1e-9)
+    assert not any((tmp_path / "models" / "base_model").iterdir())
+
+
+def test_every_zoo_model_is_fetched_over_https() -> None:
+    sources = {
+        path.name: yaml.safe_load(path.read_text())["source"] for path in (ROOT / "conf" / "model").glob("*.yaml")
+    }
+    urls = {name: source for name, source in sources.items() if is_url(source)}
+    assert urls, "the zoo models are configured by URL"
+    assert {name: url for name, url in urls.items() if not url.startswith("https://")} == {}

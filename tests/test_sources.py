@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from odpipe.download import ArchiveTooLargeError
 from odpipe.manifest import folder_digest
 from odpipe.sources import copy_local, ingest
 from odpipe.synthetic import generate
@@ -31,6 +32,17 @@ def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
         ingest({"source": "local", "path": str(tmp_path / "empty")}, tmp_path / "raw", tmp_path)
     with pytest.raises(ValueError, match="ftp"):
         ingest({"source": "ftp"}, tmp_path / "raw", tmp_path)
+
+
+def test_an_archive_source_over_max_extract_gb_is_refused_before_unpacking(spec, tmp_path: Path) -> None:
+    generate(spec, tmp_path / "dataset")
+    archive = shutil.make_archive(str(tmp_path / "shapes"), "zip", tmp_path / "dataset")
+    dataset = {"source": "archive", "path": archive, "max_extract_gb": 1e-6}  # 1000 bytes
+    with pytest.raises(ArchiveTooLargeError, match=r"shapes\.zip: would unpack to .* bytes.*dataset\.max_extract_gb"):
+        ingest(dataset, tmp_path / "raw", tmp_path / "cache")
+    assert not (tmp_path / "raw").exists()
+    ingest({**dataset, "max_extract_gb": 1}, tmp_path / "raw", tmp_path / "cache")
+    assert len(list((tmp_path / "raw").rglob("*.jpg"))) == spec.num_images
 
 
 def test_the_data_version_follows_bytes_and_names_not_location(tmp_path: Path) -> None:
