@@ -4,9 +4,10 @@ per image to find the best and worst test images.
 
 Everything starts from one matching, the way COCO matches at a single IoU: per image and
 class, detections best score first take the unmatched ground-truth box of the same class with
-the highest IoU at or above the threshold; the rest are false positives. Because matching goes
-best score first, the detections above any score threshold match exactly as they would alone,
-so every curve is read off one sorted list.
+the highest IoU at or above the threshold; the rest are false positives, but for those on an
+ignored box (a crowd, a VOC difficult object), which are left out as COCO leaves them. Because
+matching goes best score first, the detections above any score threshold match exactly as they
+would alone, so every curve is read off one sorted list.
 """
 
 from __future__ import annotations
@@ -33,32 +34,49 @@ class Match:
     true_positive: bool
 
 
+def counted_labels(record: ImageBoxes) -> list[int]:
+    """The classes of the image's boxes that count: not the ignored ones (crowds, difficult
+    objects), which nothing has to find."""
+    return [label for label, ignored in zip(record.labels, record.ignored(), strict=True) if not ignored]
+
+
 def match(
     records: Sequence[ImageBoxes], detections: Sequence[Sequence[Detection]], iou_threshold: float
 ) -> tuple[list[Match], Counter]:
-    """Every detection matched or not, best score first; and the ground-truth count per class."""
+    """Every detection that counts matched or not, best score first (those on ignored boxes
+    are left out, as COCO does); and the count of boxes that count, per class."""
     matches, num_boxes = [], Counter()
     for image, (record, found) in enumerate(zip(records, detections, strict=True)):
-        num_boxes.update(record.labels)
+        num_boxes.update(counted_labels(record))
         matched = greedy_match(record, found, iou_threshold, same_class=True)
         matches += [Match(d.class_id, d.score, image, box is not None) for d, box in matched]
     return sorted(matches, key=lambda m: -m.score), num_boxes
 
 
-def counts_at(matches: Sequence[Match], num_boxes: int, threshold: float) -> dict[str, float]:
-    """Precision, recall and F1 of the detections scoring at or above ``threshold``."""
-    kept = [m for m in matches if m.score >= threshold]
-    tp = sum(m.true_positive for m in kept)
-    precision = tp / len(kept) if kept else 1.0
-    recall = tp / num_boxes if num_boxes else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+def counts_at(matches: Sequence[Match], num_boxes: int, thresholds: Sequence[float]) -> list[dict[str, float]]:
+    """Precision, recall and F1 of the detections scoring at or above each threshold.
+
+    ``matches`` are sorted best score first, so the detections kept at a threshold are a
+    prefix: its length is found by binary search, its hits by a running sum.
+    """
+    scores = np.asarray([m.score for m in matches], dtype=float)
+    hits = np.concatenate([[0], np.cumsum([m.true_positive for m in matches], dtype=int)])
+    kept = np.searchsorted(-scores, -np.asarray(thresholds, dtype=float), side="right")
+    tp = hits[kept]
+    precision = np.divide(tp, kept, out=np.ones(len(kept)), where=kept > 0)
+    recall = tp / num_boxes if num_boxes else np.ones(len(kept))
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(kept)), where=total > 0)
+    return [
+        {"precision": float(p), "recall": float(r), "f1": float(f)}
+        for p, r, f in zip(precision, recall, f1, strict=True)
+    ]
 
 
 def f1_curve(matches: Sequence[Match], num_boxes: Counter) -> list[dict[str, float]]:
     """Precision, recall and F1 over all classes at each threshold of ``THRESHOLDS``."""
-    total = sum(num_boxes.values())
-    return [{"threshold": t, **counts_at(matches, total, t)} for t in THRESHOLDS]
+    counts = counts_at(matches, sum(num_boxes.values()), THRESHOLDS)
+    return [{"threshold": t, **c} for t, c in zip(THRESHOLDS, counts, strict=True)]
 
 
 def best_threshold(curve: Sequence[Mapping[str, float]]) -> float:
@@ -92,17 +110,15 @@ def pr_curves(
 
 def image_scores(matches: Sequence[Match], records: Sequence[ImageBoxes], threshold: float) -> list[float]:
     """F1 of each image at ``threshold``: 1 when every box is found and nothing else, 0 when
-    none is; an image with nothing to find and nothing found scores 1."""
-    tp, kept = Counter(), Counter()
-    for m in matches:
-        if m.score >= threshold:
-            kept[m.image] += 1
-            tp[m.image] += m.true_positive
-    scores = []
-    for image, record in enumerate(records):
-        found, boxes = kept[image], len(record.boxes)
-        scores.append(1.0 if not found and not boxes else 2 * tp[image] / (found + boxes))
-    return scores
+    none is; an image with nothing to find and nothing found scores 1. Ignored boxes, and the
+    detections on them, count for nothing."""
+    kept = [m for m in matches if m.score >= threshold]
+    images = np.asarray([m.image for m in kept], dtype=int)
+    found = np.bincount(images, minlength=len(records))
+    tp = np.bincount(images, weights=[m.true_positive for m in kept], minlength=len(records))
+    boxes = np.asarray([len(counted_labels(r)) for r in records], dtype=int)
+    total = found + boxes
+    return np.divide(2 * tp, total, out=np.ones(len(records)), where=total > 0).tolist()
 
 
 @dataclass(frozen=True)
@@ -127,7 +143,7 @@ def threshold_report(
     val_curve = f1_curve(val_matches, val_boxes)
     threshold = best_threshold(val_curve)
     matches, num_boxes = match(*evaluated, iou_threshold)
-    at = counts_at(matches, sum(num_boxes.values()), threshold)
+    [at] = counts_at(matches, sum(num_boxes.values()), [threshold])
     val_f1 = next(row["f1"] for row in val_curve if row["threshold"] == threshold)
     return ThresholdReport(
         metrics={"threshold": threshold, "val_f1": val_f1, **at},

@@ -9,9 +9,11 @@ instead of overwriting what the first evaluation recorded.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -37,6 +39,16 @@ RESUMED_FROM_TAG = "odpipe.resumed_from_run"  # a training run continued after a
 RESUMED_AT_TAG = "odpipe.resumed_at_step"
 SQLITE = "sqlite:///"
 ARTIFACTS_DIR = "mlruns"  # under the project root, for local stores
+# What MLflow accepts in a metric or tag key (mlflow.utils.validation): alphanumerics,
+# underscores, dashes, periods, spaces and slashes (colons too, but not on Windows: they are
+# made safe here), at most 250 characters, and no path part that is empty, "." or "..".
+METRIC_KEY_UNSAFE = re.compile(r"[^\w.\- /]")
+MAX_KEY_LENGTH = 250
+# A file name: no path separator, not "." or ".."; characters of up to 4 bytes each, within
+# the usual 255-byte limit.
+FILE_NAME_UNSAFE = re.compile(r"[^\w.\- ]")
+MAX_FILE_STEM = 60
+DIGEST_LENGTH = 8
 
 
 def resolve_tracking_uri(configured: str, root: Path) -> str:
@@ -144,9 +156,40 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> 
         client.log_batch(run_id, params=items[start : start + MAX_BATCH])
 
 
+def safe_name(name: str, unsafe: re.Pattern[str], limit: int) -> str:
+    """``name`` itself where it is safe; else with each ``unsafe`` character as ``_``, each
+    path part that is empty, ``.`` or ``..`` as underscores, cut to ``limit``, and a digest of
+    the real name appended: two names that clean up alike stay apart, and a name gives the same
+    key in every run, so runs stay comparable."""
+    parts = unsafe.sub("_", name).split("/")
+    cleaned = "/".join("_" * max(len(part), 1) if part in ("", ".", "..") else part for part in parts)
+    if cleaned == name and len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:DIGEST_LENGTH]
+    return f"{cleaned[: limit - DIGEST_LENGTH - 1]}-{digest}"
+
+
+def metric_key(name: str) -> str:
+    """A key MLflow accepts for ``name`` (see ``safe_name``). Class names come from users'
+    label maps (``ap/hard hat (yellow)``, ``ap/c++``) and MLflow rejects such keys, which
+    would fail a stage at its very end; only MLflow sees the cleaned key, the reports keep the
+    real name."""
+    return safe_name(name, METRIC_KEY_UNSAFE, MAX_KEY_LENGTH)
+
+
+def file_stem(name: str) -> str:
+    """A file name (before its suffix) for ``name`` (see ``safe_name``), for the per-class files
+    of the reports logged beside the metrics: a class ``a/b`` or ``..`` must not make a path."""
+    return safe_name(name, FILE_NAME_UNSAFE, MAX_FILE_STEM)
+
+
+def as_metrics(values: Mapping[str, float], timestamp: int, step: int) -> list[Metric]:
+    """Values as MLflow metrics, keys made safe: every metric odpipe logs goes through here."""
+    return [Metric(metric_key(k), float(v), timestamp, step) for k, v in sorted(values.items())]
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-    timestamp = int(time.time() * 1000)
-    items = [Metric(k, float(v), timestamp, step) for k, v in sorted(metrics.items())]
+    items = as_metrics(metrics, int(time.time() * 1000), step)
     for start in range(0, len(items), MAX_BATCH):
         client.log_batch(run_id, metrics=items[start : start + MAX_BATCH])
 
@@ -234,7 +277,7 @@ def register_model(client: MlflowClient, run_id: str, export_dir: Path, name: st
             if not _already_exists(error):
                 raise
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    tags = {key: f"{value:.4f}" for key, value in metrics.items()}
+    tags = {metric_key(key): f"{value:.4f}" for key, value in metrics.items()}
     return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version
 
 
@@ -288,7 +331,9 @@ class RunLogger:
         if not self.run_id:
             return
         stamp = int(time.time() * 1000)
-        items = [Metric(k, float(v), stamp, int(r["step"])) for r in rows for k, v in r.items() if k != "step"]
+        items = [
+            m for r in rows for m in as_metrics({k: v for k, v in r.items() if k != "step"}, stamp, int(r["step"]))
+        ]
         for start in range(0, len(items), 1000):
             batch = items[start : start + 1000]
             self.call("logging history", lambda b=batch: self.client.log_batch(self.run_id, metrics=b))

@@ -25,6 +25,7 @@ from odpipe.report import side_by_side
 from odpipe.runtime import EVERY_STAGE, stage
 from odpipe.tfrecord import group_csv_rows
 from odpipe.tracking import (
+    file_stem,
     flatten,
     log_artifacts,
     log_metrics,
@@ -46,13 +47,15 @@ def main(cfg: DictConfig) -> None:
     categories = read_label_map(export_dir / LABEL_MAP_NAME)
 
     def run(split: str):
+        """Each image's boxes and detections; the images themselves are read as the model needs
+        them and not kept, so memory does not grow with the split."""
         records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{split}.csv"))
-        encoded = [(images / r.filename).read_bytes() for r in records]
+        encoded = ((images / r.filename).read_bytes() for r in records)
         detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
-        return records, encoded, detections, speed
+        return records, detections, speed
 
-    records, encoded, detections, speed = run(cfg.evaluate.split)
-    val_records, _, val_detections, _ = run("val")
+    records, detections, speed = run(cfg.evaluate.split)
+    val_records, val_detections, _ = run("val")
     metrics, summary = coco_metrics(coco_ground_truth(records, categories), coco_detections(detections))
     log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)
     chosen = threshold_report(
@@ -74,11 +77,17 @@ def main(cfg: DictConfig) -> None:
     write_csv(chosen.val_curve, ["threshold", "f1", "precision", "recall"], cfg.paths.f1_curve)
     pr_dir = fresh_dir(cfg.paths.pr_curves)
     for name, points in chosen.pr.items():
-        write_csv(points, ["recall", "precision"], pr_dir / f"{name}.csv")
+        path = pr_dir / f"{file_stem(name)}.csv"  # the real name is in the file, for a cleaned one
+        write_csv([{"class": name, **point} for point in points], ["class", "recall", "precision"], path)
     samples_dir = fresh_dir(cfg.paths.samples)
     classes = [categories[i] for i in sorted(categories)]
     for kind, indices in best_and_worst(chosen.image_scores, cfg.evaluate.num_samples).items():
-        rows = [comparison_row(records[i], encoded[i], detections[i], categories, score_threshold) for i in indices]
+        rows = [
+            comparison_row(
+                records[i], (images / records[i].filename).read_bytes(), detections[i], categories, score_threshold
+            )
+            for i in indices
+        ]
         side_by_side(rows, classes).save(samples_dir / f"{kind}.jpg", quality=90)
 
     client = open_client(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))

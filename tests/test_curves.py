@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from odpipe.curves import (
+    THRESHOLDS,
     best_and_worst,
     best_threshold,
     f1_curve,
@@ -25,12 +28,18 @@ from odpipe.tfrecord import ImageBoxes
 CATEGORIES = {1: "circle", 2: "square"}
 
 
-def _image(name: str, boxes: list[tuple], labels: list[int]) -> ImageBoxes:
-    return ImageBoxes(name, 200, 200, tuple(boxes), tuple(labels), tuple(CATEGORIES[i] for i in labels))
+def _image(
+    name: str, boxes: list[tuple], labels: list[int], crowd: tuple[int, ...] = (), difficult: tuple[int, ...] = ()
+) -> ImageBoxes:
+    texts = tuple(CATEGORIES[i] for i in labels)
+    return ImageBoxes(name, 200, 200, tuple(boxes), tuple(labels), texts, difficult=difficult, crowd=crowd)
 
 
-def _random_scene(rng: np.random.Generator, count: int) -> tuple[list[ImageBoxes], list[list[Detection]]]:
-    """Images with a few boxes each, and noisy detections: shifted copies, misses, false alarms."""
+def _random_scene(
+    rng: np.random.Generator, count: int, ignored: float = 0.0
+) -> tuple[list[ImageBoxes], list[list[Detection]]]:
+    """Images with a few boxes each, and noisy detections: shifted copies, misses, false alarms;
+    a share ``ignored`` of the boxes are crowds or difficult objects, half and half."""
     records, detections = [], []
     for n in range(count):
         boxes, labels, found = [], [], []
@@ -51,7 +60,9 @@ def _random_scene(rng: np.random.Generator, count: int) -> tuple[list[ImageBoxes
         for _ in range(rng.integers(0, 3)):  # false alarms
             x, y = rng.uniform(0, 160, 2)
             found.append(Detection(int(rng.integers(1, 3)), float(rng.random()), x, y, x + 30, y + 30))
-        records.append(_image(f"{n}.jpg", boxes, labels))
+        flags = rng.random(len(boxes)) < ignored
+        crowd = flags & (rng.random(len(boxes)) < 0.5)
+        records.append(_image(f"{n}.jpg", boxes, labels, tuple(map(int, crowd)), tuple(map(int, flags & ~crowd))))
         detections.append(found)
     return records, detections
 
@@ -68,9 +79,10 @@ def _coco_precision(records, detections) -> np.ndarray:
     return evaluator.eval["precision"][0, :, :, 0, -1]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pr_curves_equal_pycocotools_precision_at_iou_one_half(seed: int) -> None:
-    records, detections = _random_scene(np.random.default_rng(seed), 30)
+@pytest.mark.parametrize(("seed", "ignored"), [(0, 0.0), (1, 0.0), (2, 0.0), (3, 0.3), (4, 0.3)])
+def test_pr_curves_equal_pycocotools_precision_at_iou_one_half(seed: int, ignored: float) -> None:
+    """Crowds and difficult objects are crowds to pycocotools: the curves ignore them alike."""
+    records, detections = _random_scene(np.random.default_rng(seed), 30, ignored)
     matches, num_boxes = match(records, detections, iou_threshold=0.5)
     curves = pr_curves(matches, num_boxes, CATEGORIES)
     reference = _coco_precision(records, detections)
@@ -142,3 +154,53 @@ def test_image_scores_rank_the_best_and_worst_images() -> None:
     assert scores == [1.0, 0.0, pytest.approx(2 / 3), 0.0]
     assert best_and_worst(scores, 2) == {"best": [0, 2], "worst": [3, 1]}
     assert best_and_worst(scores[:3], 4) == {"best": [0, 2], "worst": [1]}
+
+
+def _reference_f1_curve(matches, total: int) -> list[dict[str, float]]:
+    """The curve computed the plain way, one threshold at a time."""
+    rows = []
+    for t in THRESHOLDS:
+        kept = [m for m in matches if m.score >= t]
+        tp = sum(m.true_positive for m in kept)
+        precision = tp / len(kept) if kept else 1.0
+        recall = tp / total if total else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"threshold": t, "precision": precision, "recall": recall, "f1": f1})
+    return rows
+
+
+def test_the_curves_equal_those_computed_threshold_by_threshold_and_image_by_image() -> None:
+    rng = np.random.default_rng(7)
+    records, detections = _random_scene(rng, 1500, ignored=0.1)
+    # Scores on the thresholds themselves too, where >= must hold exactly.
+    detections = [
+        [replace(d, score=THRESHOLDS[i % len(THRESHOLDS)]) if i % 3 == 0 else d for i, d in enumerate(found)]
+        for found in detections
+    ]
+    matches, num_boxes = match(records, detections, 0.5)
+    assert len(matches) > 3000
+    assert f1_curve(matches, num_boxes) == _reference_f1_curve(matches, sum(num_boxes.values()))
+    assert f1_curve([], Counter()) == _reference_f1_curve([], 0)
+    for t in (0.05, 0.5):
+        kept = [m for m in matches if m.score >= t]
+        reference = []
+        for image, record in enumerate(records):
+            found = sum(m.image == image for m in kept)
+            boxes = len(record.boxes) - sum(record.ignored())
+            hits = sum(m.true_positive for m in kept if m.image == image)
+            reference.append(1.0 if not found and not boxes else 2 * hits / (found + boxes))
+        assert image_scores(matches, records, t) == reference
+
+
+def test_ignored_boxes_are_not_counted_and_what_finds_them_is_left_out() -> None:
+    records = [
+        _image("a.jpg", [(10, 10, 60, 60), (100, 100, 190, 190)], [1, 1], crowd=(0, 1)),
+        _image("b.jpg", [(10, 10, 60, 60)], [2], difficult=(1,)),  # missed: no miss
+    ]
+    detections = [[Detection(1, 0.9, 10, 10, 60, 60), Detection(1, 0.95, 120, 120, 150, 150)], []]
+    matches, num_boxes = match(records, detections, 0.5)
+    assert [(m.score, m.true_positive) for m in matches] == [(0.9, True)]
+    assert num_boxes == {1: 1}
+    assert image_scores(matches, records, 0.5) == [1.0, 1.0]
+    lowest = f1_curve(matches, num_boxes)[0]
+    assert (lowest["precision"], lowest["recall"], lowest["f1"]) == (1.0, 1.0, 1.0)

@@ -7,7 +7,18 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from odpipe.tracking import TRAIN_RUN_TAG, create_run, flatten, resolve_tracking_uri, run_for_evaluation, run_status
+from odpipe.tracking import (
+    TRAIN_RUN_TAG,
+    create_run,
+    file_stem,
+    flatten,
+    log_metrics,
+    metric_key,
+    register_model,
+    resolve_tracking_uri,
+    run_for_evaluation,
+    run_status,
+)
 
 
 @pytest.fixture
@@ -60,3 +71,48 @@ def test_run_status_marks_failures(client: MlflowClient, tmp_path: Path) -> None
     with pytest.raises(RuntimeError), run_status(client, run_id):
         raise RuntimeError("boom")
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+AWKWARD = ("hard hat (yellow)", "c++", "c**", "a/b", "..", "/x/", "café", "x" * 300)
+
+
+def test_metric_keys_are_made_safe_only_where_needed_and_stay_distinct() -> None:
+    assert metric_key("ap/circle") == "ap/circle" and metric_key("val/map_50") == "val/map_50"
+    keys = {metric_key(f"ap/{name}") for name in AWKWARD}
+    assert len(keys) == len(AWKWARD)
+    assert metric_key("ap/c++") != metric_key("ap/c**")
+    assert metric_key("ap/a/b") == "ap/a/b" and metric_key("ap/café") == "ap/café"
+    assert all(len(key) <= 250 for key in keys)
+    assert metric_key("ap/c++") == metric_key("ap/c++")  # the same key in every run
+
+
+def test_file_stems_are_file_names_and_stay_distinct() -> None:
+    assert file_stem("circle") == "circle" and file_stem("hard hat") == "hard hat"
+    stems = {file_stem(name) for name in (*AWKWARD, "a_b")}
+    assert len(stems) == len(AWKWARD) + 1
+    assert all("/" not in stem and stem not in (".", "..") and len(stem) <= 60 for stem in stems)
+
+
+def test_metrics_named_after_any_class_reach_mlflow_and_reports_keep_the_names(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    """MLflow rejects ``ap/c++``; evaluate's report keeps it, MLflow gets a safe key for it."""
+    from odpipe.evaluation import Detection, coco_detections, coco_ground_truth, coco_metrics
+    from odpipe.tfrecord import ImageBoxes
+
+    categories = dict(enumerate(AWKWARD, start=1))
+    records = [ImageBoxes(f"{i}.jpg", 100, 100, ((10, 10, 60, 60),), (i,), (n,)) for i, n in categories.items()]
+    found = [[Detection(r.labels[0], 0.9, *r.boxes[0])] for r in records]
+    report, _ = coco_metrics(coco_ground_truth(records, categories), coco_detections(found))
+    assert {f"ap/{name}" for name in AWKWARD} <= set(report)
+
+    run_id = create_run(client, "odpipe-test", tmp_path, {})
+    log_metrics(client, run_id, report)
+    logged = client.get_run(run_id).data.metrics
+    assert len(logged) == len(report)
+    assert logged[metric_key("ap/hard hat (yellow)")] == pytest.approx(1.0)
+    export = tmp_path / "export"
+    (export / "saved_model").mkdir(parents=True)
+    (export / "saved_model" / "saved_model.pb").write_bytes(b"graph")
+    version = register_model(client, run_id, export, "odpipe-model", report)
+    assert metric_key("ap/c++") in client.get_model_version("odpipe-model", version).tags
