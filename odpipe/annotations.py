@@ -6,7 +6,8 @@ evaluation) only ever see one shape of data.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -64,10 +65,21 @@ def _flag(element: ET.Element, tag: str) -> bool:
     return found is not None and (found.text or "").strip() in {"1", "true", "True"}
 
 
+def _size(size: ET.Element | None, tag: str, source: Path) -> int:
+    """A side of ``<size>``; 0 (unknown) when LabelImg left it out or empty."""
+    if size is None or not (size.findtext(tag) or "").strip():
+        return 0
+    return int(_number(size, tag, source))
+
+
 def read_voc(path: Path) -> Annotation:
     """Parse one Pascal VOC XML file.
 
-    defusedxml refuses entity expansion and external entities, so a hostile or broken file
+    VOC numbers pixels from 1 (the devkit's convention, kept by LabelImg, which never writes a
+    0): ``xmin``/``ymin`` are shifted by one to odpipe's 0-based pixel edges, ``xmax``/``ymax``
+    are the right and bottom edges already. A missing ``<size>`` (or 0x0) gives size 0: the
+    image's own size is used. An object with an empty ``<name>`` keeps an empty label, for
+    cleaning to drop and report. defusedxml refuses entity expansion and external entities, so a hostile or broken file
     fails with an :class:`AnnotationError` instead of exhausting memory.
     """
     try:
@@ -75,8 +87,6 @@ def read_voc(path: Path) -> Annotation:
     except (ET.ParseError, DefusedXmlException, OSError) as err:
         raise AnnotationError(f"{path}: not a readable VOC XML file ({err})") from err
     size = root.find("size")
-    if size is None:
-        raise AnnotationError(f"{path}: missing <size>")
     boxes = []
     for obj in root.iter("object"):
         bndbox = obj.find("bndbox")
@@ -84,9 +94,9 @@ def read_voc(path: Path) -> Annotation:
             raise AnnotationError(f"{path}: <object> without <bndbox>")
         boxes.append(
             Box(
-                label=_text(obj, "name", path),
-                xmin=_number(bndbox, "xmin", path),
-                ymin=_number(bndbox, "ymin", path),
+                label=(obj.findtext("name") or "").strip(),
+                xmin=_number(bndbox, "xmin", path) - 1,
+                ymin=_number(bndbox, "ymin", path) - 1,
                 xmax=_number(bndbox, "xmax", path),
                 ymax=_number(bndbox, "ymax", path),
                 difficult=_flag(obj, "difficult"),
@@ -95,14 +105,15 @@ def read_voc(path: Path) -> Annotation:
         )
     return Annotation(
         filename=_text(root, "filename", path),
-        width=int(_number(size, "width", path)),
-        height=int(_number(size, "height", path)),
+        width=_size(size, "width", path),
+        height=_size(size, "height", path),
         boxes=tuple(boxes),
     )
 
 
 def write_voc(annotation: Annotation, path: Path) -> None:
-    """Write an annotation the way LabelImg saves it, so users can open it there."""
+    """Write an annotation the way LabelImg saves it (1-based, see :func:`read_voc`), so users
+    can open it there."""
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = path.parent.name
     ET.SubElement(root, "filename").text = annotation.filename
@@ -120,8 +131,8 @@ def write_voc(annotation: Annotation, path: Path) -> None:
         ET.SubElement(obj, "truncated").text = str(int(box.truncated))
         ET.SubElement(obj, "difficult").text = str(int(box.difficult))
         bndbox = ET.SubElement(obj, "bndbox")
-        for tag in ("xmin", "ymin", "xmax", "ymax"):
-            ET.SubElement(bndbox, tag).text = str(round(getattr(box, tag)))
+        for tag, one_based in (("xmin", 1), ("ymin", 1), ("xmax", 0), ("ymax", 0)):
+            ET.SubElement(bndbox, tag).text = str(round(getattr(box, tag)) + one_based)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
 
@@ -142,17 +153,17 @@ CSV_COLUMNS = (
 )
 
 
-def to_csv_rows(annotations: list[Annotation], ids: dict[str, int]) -> list[dict]:
+def to_csv_rows(annotations: Iterable[Annotation], ids: dict[str, int]) -> Iterator[dict]:
     """One row per box, the layout the OD API tutorials' CSV-to-TFRecord scripts expect (plus
     VOC's difficult and truncated flags). An image without boxes (a negative) gets one row
-    with the box columns empty, so it still reaches the TFRecords."""
-    rows = []
+    with the box columns empty, so it still reaches the TFRecords. Rows are produced one at a
+    time, so a large split is never held whole."""
     for ann in annotations:
         image = {"filename": ann.filename, "width": ann.width, "height": ann.height}
         if not ann.boxes:
-            rows.append(image)
+            yield image
         for box in ann.boxes:
-            rows.append(
+            yield (
                 {
                     **image,
                     "xmin": box.xmin,
@@ -166,7 +177,12 @@ def to_csv_rows(annotations: list[Annotation], ids: dict[str, int]) -> list[dict
                     "iscrowd": int(box.crowd),
                 }
             )
-    return rows
+
+
+def trainable(annotation: Annotation) -> Annotation:
+    """The boxes a model learns from: a crowd region is not one object to detect (COCO trains
+    without them); evaluation keeps them, as regions to ignore."""
+    return replace(annotation, boxes=tuple(b for b in annotation.boxes if not b.crowd))
 
 
 def annotation_to_dict(annotation: Annotation) -> dict:

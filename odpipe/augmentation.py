@@ -14,6 +14,7 @@ import io
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import albumentations as A
@@ -21,8 +22,9 @@ import numpy as np
 from PIL import Image
 
 from odpipe.annotations import Annotation
+from odpipe.parallel import Workers
 from odpipe.report import sample_grid
-from odpipe.tfrecord import ImageBoxes, shuffled
+from odpipe.tfrecord import ImageBoxes, make_example, shuffled
 
 JPEG_QUALITY = 95
 
@@ -132,19 +134,37 @@ def augment(examples: Iterable[tuple[ImageBoxes, bytes]], policy: Policy) -> Ite
             yield augment_one(record, image, transform, policy.seed, copy)
 
 
-def training_examples(
-    records: Sequence[ImageBoxes], image_root: Path, policy: Policy, order_seed: int
-) -> Iterator[tuple[ImageBoxes, bytes]]:
-    """The train split as it is written: originals and their copies in the seeded random order
-    of ``tfrecord.shuffled``, each image read when its turn comes (memory stays flat). A copy
-    is the same whatever the order, since it is seeded by its own name and number."""
-    transform = build_transform(policy) if policy.copies else None
-    for record, copy in shuffled(records, policy.copies, order_seed):
-        encoded = (image_root / record.filename).read_bytes()
-        if copy == 0:
-            yield record, encoded
-        else:
-            yield augment_one(record, decode_rgb(encoded), transform, policy.seed, copy)
+_TRANSFORMS: dict[str, A.Compose] = {}  # per process: a worker builds each policy's once
+
+
+def _transform(policy: Policy) -> A.Compose:
+    key = repr(policy)
+    if key not in _TRANSFORMS:
+        _TRANSFORMS[key] = build_transform(policy)
+    return _TRANSFORMS[key]
+
+
+def example_bytes(unit: tuple[ImageBoxes, int], image_root: Path, policy: Policy) -> bytes:
+    """One serialized Example: copy 0 is the image as it is, copy n its n-th augmented copy.
+    Runs in a worker process; a copy depends only on its own name and number."""
+    record, copy = unit
+    encoded = (image_root / record.filename).read_bytes()
+    if copy:
+        record, encoded = augment_one(record, decode_rgb(encoded), _transform(policy), policy.seed, copy)
+    return make_example(record, encoded).SerializeToString()
+
+
+def split_examples(
+    records: Sequence[ImageBoxes], image_root: Path, policy: Policy, order_seed: int | None, workers: Workers
+) -> Iterator[bytes]:
+    """A split's serialized Examples in the order they are written, each image read when its
+    turn comes (memory stays flat). The train split (``order_seed`` given) gets the policy's
+    copies and the seeded random order of ``tfrecord.shuffled``; the others are as they are."""
+    if order_seed is None:
+        units: Iterable[tuple[ImageBoxes, int]] = ((record, 0) for record in records)
+    else:
+        units = shuffled(records, policy.copies, order_seed)
+    return workers.map(partial(example_bytes, image_root=image_root, policy=policy), units)
 
 
 def as_annotation(record: ImageBoxes) -> Annotation:

@@ -8,22 +8,21 @@ annotation file or entry that could not be used is listed with its reason too.
 from __future__ import annotations
 
 import hashlib
-import io
+import shutil
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from functools import partial
+from itertools import chain, count
+from pathlib import Path, PurePosixPath
 
 from odpipe.annotations import Annotation, Box
+from odpipe.boxes import agreement
 from odpipe.formats import ImageIndex, Issue, Parsed, read_dataset
+from odpipe.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, ImageTooLargeError, Normalised, normalise_image
+from odpipe.parallel import Workers
 from odpipe.report import box_sizes
-from odpipe.splitting import pins_from_lists, split_images
-
-PASS_THROUGH_FORMATS = {"JPEG", "PNG"}  # what a TFRecord can hold as it is
-EXIF_ORIENTATION = 0x0112
-SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
+from odpipe.splitting import group_pattern_matches, missing_classes, pins_from_lists, split_images
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,8 @@ class ClassRules:
 
     def apply(self, label: str, where: str) -> tuple[str | None, Issue | None]:
         """The label to train on, or None with the reason the box is not kept."""
+        if not label:
+            return None, Issue(where, "box_unlabelled", "box with an empty class name dropped")
         label = self.rename.get(label, label)
         if label in self.ignore:
             return None, Issue(where, "class_ignored", f"box of class {label!r} ignored by config")
@@ -48,8 +49,18 @@ class ClassRules:
 
 
 @dataclass(frozen=True)
+class CleanPolicy:
+    """The choices cleaning leaves to the user (``dataset.*`` and ``clean_split.*``)."""
+
+    keep_negatives: bool = False
+    drop_difficult: bool = False
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS
+    workers: int = 1
+
+
+@dataclass(frozen=True)
 class Sample:
-    """A usable image: its name (relative path), its cleaned annotation, its bytes to train on."""
+    """A usable image: its name (relative path) in the cleaned folder, its cleaned annotation."""
 
     image: str
     annotation: Annotation
@@ -59,11 +70,12 @@ class Sample:
 
 @dataclass
 class CleanResult:
+    """Every decision; the images themselves are already written, so memory stays flat."""
+
     kept: list[Sample] = field(default_factory=list)
     dropped: list[Issue] = field(default_factory=list)  # images, exactly one entry each
     unused: list[Issue] = field(default_factory=list)  # annotation files or entries
     fixed: list[Issue] = field(default_factory=list)  # kept, but changed
-    images: dict[str, bytes] = field(default_factory=dict)  # the bytes of each kept image
 
 
 def clip_box(box: Box, width: int, height: int) -> Box | None:
@@ -80,20 +92,37 @@ def clip_box(box: Box, width: int, height: int) -> Box | None:
     return clipped
 
 
-def clean_boxes(
-    annotation: Annotation, width: int, height: int, rules: ClassRules, drop_difficult: bool
-) -> tuple[Annotation, list[Issue]]:
-    """Boxes of wanted classes, inside the real image size; every change reported."""
+ASPECT_TOLERANCE = 0.01  # a resize rounds each side to whole pixels: allow 1% of aspect drift
+
+
+def fit_to_image(annotation: Annotation, width: int, height: int) -> tuple[Annotation | None, Issue | None]:
+    """The annotation in the real image's pixels.
+
+    An annotation made on a resized copy (its size differs, its aspect ratio does not) has its
+    boxes scaled; clipping them instead would train on wrong boxes. When the aspect ratios
+    differ there is no telling where the boxes belong: None, with the reason.
+    """
+    claimed = (annotation.width, annotation.height)
+    if not annotation.width or not annotation.height or claimed == (width, height):
+        return replace(annotation, width=width, height=height), None
+    sx, sy = width / annotation.width, height / annotation.height
+    says = f"annotation says {annotation.width}x{annotation.height}, image is {width}x{height}"
+    if abs(sx / sy - 1) > ASPECT_TOLERANCE:
+        return None, Issue(
+            annotation.filename, "size_mismatch", f"{says}: aspect ratios differ, boxes cannot be mapped"
+        )
+    boxes = tuple(
+        replace(b, xmin=b.xmin * sx, ymin=b.ymin * sy, xmax=b.xmax * sx, ymax=b.ymax * sy) for b in annotation.boxes
+    )
+    fitted = replace(annotation, width=width, height=height, boxes=boxes)
+    return fitted, Issue(annotation.filename, "boxes_rescaled", f"{says}: boxes scaled by {sx:.4g} x {sy:.4g}")
+
+
+def clean_boxes(annotation: Annotation, rules: ClassRules, drop_difficult: bool) -> tuple[Annotation, list[Issue]]:
+    """Boxes of wanted classes, inside the image (``annotation`` is in its real size);
+    every change reported."""
     name = annotation.filename
     issues = []
-    if annotation.width and (annotation.width, annotation.height) != (width, height):
-        issues.append(
-            Issue(
-                name,
-                "size_mismatch",
-                f"annotation says {annotation.width}x{annotation.height}, image is {width}x{height}",
-            )
-        )
     boxes = []
     for box in annotation.boxes:
         label, issue = rules.apply(box.label, name)
@@ -104,115 +133,168 @@ def clean_boxes(
             issues.append(Issue(name, "difficult_dropped", f"difficult box of class {label!r} dropped by config"))
             continue
         coords = f"{box.xmin:g},{box.ymin:g},{box.xmax:g},{box.ymax:g}"
-        clipped = clip_box(replace(box, label=label), width, height)
+        clipped = clip_box(replace(box, label=label), annotation.width, annotation.height)
         if clipped is None:
             issues.append(Issue(name, "box_empty", f"box {coords} is empty or outside the image"))
-        elif clipped != replace(box, label=label):
+            continue
+        if clipped != replace(box, label=label):
             issues.append(Issue(name, "box_clipped", f"box {coords} clipped to the image"))
-            boxes.append(clipped)
-        else:
-            boxes.append(clipped)
-    return replace(annotation, width=width, height=height, boxes=tuple(boxes)), issues
+        boxes.append(clipped)
+    return replace(annotation, boxes=tuple(boxes)), issues
 
 
-def _orient(image: Image.Image, annotation: Annotation | None) -> tuple[Image.Image, bool]:
-    """Pixels as the labelling tool showed them. A 90-degree EXIF rotation is applied when the
-    annotation's size is the rotated one (or unknown); flips and 180 are always applied, as
-    every current labelling tool and browser does."""
-    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    if orientation == 1:
-        return image, False
-    if orientation in SWAPS_SIDES and annotation is not None and annotation.width:
-        if (annotation.width, annotation.height) == image.size:  # the tool showed raw pixels
-            return image, False
-    return ImageOps.exif_transpose(image), True
+@dataclass(frozen=True)
+class Inspected:
+    """What a worker learnt of one image file: its content hash and either the image ready
+    to train on, or why it cannot be used (``reason``, ``detail``)."""
+
+    sha256: str
+    image: Normalised | None
+    reason: str = ""
+    detail: str = ""
 
 
-def normalise_image(data: bytes, annotation: Annotation | None) -> tuple[bytes, int, int, list[str]]:
-    """The bytes to train on, the real size, and what was changed.
-
-    JPEG and PNG in RGB, unrotated, are passed through untouched; anything else (greyscale,
-    RGBA, CMYK, 16-bit, palette, BMP, WebP, an EXIF rotation) becomes an RGB JPEG.
-    """
-    if not data:
-        raise OSError("zero-byte file")
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()  # a truncated file fails here, not later in training
-        fmt = image.format
-        oriented, rotated = _orient(image, annotation)
-        changes = ["exif_rotated"] if rotated else []
-        if fmt in PASS_THROUGH_FORMATS and image.mode == "RGB" and not rotated:
-            return data, image.width, image.height, changes
-        if image.mode != "RGB" or fmt not in PASS_THROUGH_FORMATS:
-            changes.append(f"converted_{fmt or 'unknown'}_{image.mode}".lower())
-        rgb = _to_rgb(oriented)
-        out = io.BytesIO()
-        rgb.save(out, format="JPEG", quality=95)
-        return out.getvalue(), rgb.width, rgb.height, changes
+def inspect_image(job: tuple[str, tuple[int, int] | None], root: Path, max_pixels: int | None) -> Inspected:
+    """Hash, decode and (when needed) convert one image; runs in a worker process."""
+    name, claimed = job
+    path = root / name
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        return Inspected(digest, normalise_image(raw, claimed, max_pixels))
+    except ImageTooLargeError as err:
+        return Inspected(digest, None, "image_too_large", f"{path}: {err}")
+    except DECODE_ERRORS as err:
+        return Inspected(digest, None, "image_empty" if not raw else "image_unreadable", f"{path}: {err}")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, compositing transparency on white and scaling 16-bit data down to 8 bits."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
+class OutputNames:
+    """Names in the cleaned folder, unique even when conversion changes an extension: ``a.png``
+    becomes ``a.jpg``, or ``a.png.jpg`` when an ``a.jpg`` exists too (compared ignoring case,
+    as a Windows or macOS checkout would)."""
+
+    def __init__(self, inputs: Iterable[str]) -> None:
+        self._taken = {name.lower() for name in inputs}
+
+    def claim(self, name: str, converted: bool) -> str:
+        if not converted or name.lower().endswith((".jpg", ".jpeg")):
+            return name
+        path = PurePosixPath(name)
+        numbered = (path.with_name(f"{path.stem}-{i}.jpg") for i in count(2))
+        for candidate in chain((path.with_suffix(".jpg"), path.with_name(path.name + ".jpg")), numbered):
+            if str(candidate).lower() not in self._taken:
+                self._taken.add(str(candidate).lower())
+                return str(candidate)
+        raise AssertionError("unreachable: the numbered names never run out")
 
 
-def jpeg_name(name: str, changed: bool) -> str:
-    """Converted images are JPEG: give them the extension that says so."""
-    if not changed or name.lower().endswith((".jpg", ".jpeg")):
-        return name
-    return str(Path(name).with_suffix(".jpg").as_posix())
+def _labelled(annotation: Annotation | None) -> list[tuple[str, tuple[float, float, float, float]]]:
+    return [(b.label, (b.xmin, b.ymin, b.xmax, b.ymax)) for b in annotation.boxes] if annotation else []
 
 
-def clean(
-    root: Path, index: ImageIndex, parsed: Parsed, rules: ClassRules, keep_negatives: bool, drop_difficult: bool
-) -> CleanResult:
-    """Decide on every image under ``root`` given its parsed annotation."""
-    result = CleanResult(unused=list(parsed.issues), fixed=list(parsed.box_issues))
+def duplicate_issue(name: str, first: str, boxes: Annotation | None, first_boxes: Annotation | None) -> Issue:
+    """The drop of a copy of an earlier image. Two copies labelled differently are a
+    labelling-consistency problem worth fixing: say how far their boxes agree."""
+    ours, theirs = _labelled(boxes), _labelled(first_boxes)
+    if sorted(ours) == sorted(theirs):
+        return Issue(name, "duplicate", f"same content as {first}")
+    return Issue(
+        name,
+        "duplicate_labels_differ",
+        f"same content as {first}, labelled differently: {len(ours)} vs {len(theirs)} boxes, "
+        f"agreement (IoU) {agreement(ours, theirs):.2f}",
+    )
+
+
+def _jobs(index: ImageIndex, parsed: Parsed, policy: CleanPolicy, result: CleanResult) -> Iterator[str]:
+    """The images that need reading, in order; those decided on their annotation alone
+    (unusable, or missing when negatives are not kept) are dropped into ``result`` here."""
     invalid = {issue.file: issue for issue in parsed.issues if issue.reason == "annotation_invalid"}
-    first_of: dict[str, str] = {}  # content hash -> first image with it
     for name in index.paths:
-        annotation = parsed.annotations.get(name)
-        if annotation is None and name in invalid:
+        if name not in parsed.annotations and name in invalid:
             result.unused.remove(invalid[name])
             result.dropped.append(invalid[name])
-            continue
-        if annotation is None and not keep_negatives:
+        elif name not in parsed.annotations and not policy.keep_negatives:
             result.dropped.append(
                 Issue(name, "no_annotation", "image without annotation (dataset.keep_negatives: false)")
             )
-            continue
-        raw = (root / name).read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest in first_of:
-            result.dropped.append(Issue(name, "duplicate", f"same content as {first_of[digest]}"))
-            continue
-        first_of[digest] = name
-        try:
-            data, width, height, changes = normalise_image(raw, annotation)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            reason = "image_empty" if not raw else "image_unreadable"
-            result.dropped.append(Issue(name, reason, f"{root / name}: {err}"))
-            continue
-        out_name = jpeg_name(name, data is not raw)
-        result.fixed.extend(Issue(name, change, f"{name} -> {out_name}") for change in changes)
-        if annotation is None:
-            result.fixed.append(Issue(name, "negative_kept", "image without annotation kept as a negative"))
-            annotation = Annotation(name, width, height, ())
-        cleaned, issues = clean_boxes(replace(annotation, filename=out_name), width, height, rules, drop_difficult)
-        result.fixed.extend(issues)
-        if not cleaned.boxes and annotation.boxes:
-            result.dropped.append(Issue(name, "no_valid_boxes", "no usable box left after cleaning"))
-            continue
-        result.kept.append(Sample(out_name, cleaned, digest, name))
-        result.images[out_name] = data
+        else:
+            yield name
+
+
+def clean(
+    root: Path, out_dir: Path, index: ImageIndex, parsed: Parsed, rules: ClassRules, policy: CleanPolicy
+) -> CleanResult:
+    """Decide on every image under ``root`` given its parsed annotation, writing each kept
+    image into ``out_dir`` as soon as it is decided.
+
+    Workers decode and convert; this process takes every decision that depends on earlier
+    images (duplicates, names), in sorted order, so the result is the same for any number of
+    workers.
+    """
+    result = CleanResult(unused=list(parsed.issues), fixed=list(parsed.box_issues))
+    names = OutputNames(index.paths)
+    first_of: dict[str, str] = {}  # content hash -> first image with it
+    todo = [(n, _claimed(parsed.annotations.get(n))) for n in _jobs(index, parsed, policy, result)]
+    inspect = partial(inspect_image, root=root, max_pixels=policy.max_image_pixels)
+    with Workers(policy.workers) as workers:
+        for (name, _), seen in zip(todo, workers.map(inspect, todo), strict=True):
+            annotation = parsed.annotations.get(name)
+            if seen.sha256 in first_of:
+                first = first_of[seen.sha256]
+                result.dropped.append(duplicate_issue(name, first, annotation, parsed.annotations.get(first)))
+                continue
+            first_of[seen.sha256] = name
+            if seen.image is None:
+                result.dropped.append(Issue(name, seen.reason, seen.detail))
+                continue
+            sample, issues = _decide(name, seen, annotation, names, rules, policy.drop_difficult)
+            result.fixed.extend(issues)
+            if isinstance(sample, Issue):
+                result.dropped.append(sample)
+                continue
+            _write(root / name, seen.image, out_dir / sample.image)
+            result.kept.append(sample)
     return result
+
+
+def _claimed(annotation: Annotation | None) -> tuple[int, int] | None:
+    return (annotation.width, annotation.height) if annotation and annotation.width else None
+
+
+def _decide(
+    name: str,
+    seen: Inspected,
+    annotation: Annotation | None,
+    names: OutputNames,
+    rules: ClassRules,
+    drop_difficult: bool,
+) -> tuple[Sample | Issue, list[Issue]]:
+    """A decoded image kept as a sample, or the reason it is dropped; with what was changed."""
+    image = seen.image
+    out_name = names.claim(name, image.data is not None)
+    issues = [Issue(name, change, f"{name} -> {out_name}") for change in image.changes]
+    if annotation is None:
+        issues.append(Issue(name, "negative_kept", "image without annotation kept as a negative"))
+        annotation = Annotation(name, image.width, image.height, ())
+    fitted, issue = fit_to_image(replace(annotation, filename=out_name), image.width, image.height)
+    if fitted is None:
+        return replace(issue, file=name), issues
+    issues += [replace(issue, file=name)] if issue else []
+    cleaned, box_issues = clean_boxes(fitted, rules, drop_difficult)
+    issues += box_issues
+    if not cleaned.boxes and annotation.boxes:
+        return Issue(name, "no_valid_boxes", "no usable box left after cleaning"), issues
+    return Sample(out_name, cleaned, seen.sha256, name), issues
+
+
+def _write(source: Path, image: Normalised, target: Path) -> None:
+    """The kept image into the cleaned folder: its converted bytes, else a copy of the file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if image.data is None:
+        shutil.copyfile(source, target)
+    else:
+        target.write_bytes(image.data)
 
 
 def _count(items: Iterable[str]) -> dict[str, int]:
@@ -224,10 +306,17 @@ def issues_as_dicts(result: CleanResult) -> dict[str, list[dict]]:
     return {key: [asdict(i) for i in getattr(result, key)] for key in ("dropped", "unused", "fixed")}
 
 
-def report(result: CleanResult, splits: Mapping[str, Sequence[Sample]], classes: Sequence[str]) -> dict:
+def report(
+    result: CleanResult, splits: Mapping[str, Sequence[Sample]], classes: Sequence[str], group_pattern: str | None
+) -> dict:
     """Counts for DVC metrics: what came in, what was dropped or fixed and why, the images,
-    boxes and boxes per class of each split, and box sizes in COCO's buckets."""
+    boxes and boxes per class of each split, the classes a split lacks, how many images the
+    group pattern matched, and box sizes in COCO's buckets."""
+    labels = {s.image: [b.label for b in s.annotation.boxes] for s in result.kept}
+    names = {split: [s.image for s in samples] for split, samples in splits.items()}
     return {
+        "group_pattern_matches": group_pattern_matches(labels, group_pattern),
+        "classes_missing": missing_classes(names, labels),
         "classes": list(classes),
         "box_sizes": box_sizes([s.annotation for s in result.kept]),
         "images_in": len(result.kept) + len(result.dropped),
@@ -248,11 +337,11 @@ def report(result: CleanResult, splits: Mapping[str, Sequence[Sample]], classes:
 
 
 def clean_folder(
-    root: Path, fmt: str, options: Mapping, rules: ClassRules, keep_negatives: bool, drop_difficult: bool
+    root: Path, out_dir: Path, fmt: str, options: Mapping, rules: ClassRules, policy: CleanPolicy
 ) -> tuple[ImageIndex, CleanResult]:
-    """Parse a dataset folder in ``fmt`` ('auto' to detect it) and clean it."""
+    """Parse a dataset folder in ``fmt`` ('auto' to detect it), clean it into ``out_dir``."""
     index, parsed = read_dataset(root, fmt, options)
-    return index, clean(root, index, parsed, rules, keep_negatives, drop_difficult)
+    return index, clean(root, out_dir, index, parsed, rules, policy)
 
 
 def split_samples(
@@ -267,6 +356,6 @@ def split_samples(
     hashes = {s.image: s.sha256 for s in samples}
     labels = {s.image: [b.label for b in s.annotation.boxes] for s in samples}
     renamed = {s.source: s.image for s in samples}  # names change when converted to JPEG
-    pins = pins_from_lists({renamed.get(k, k): v for k, v in lists.items()}, hashes, ratios, seed)
+    pins = pins_from_lists({renamed.get(k, k): v for k, v in lists.items()}, hashes, ratios, seed, group_pattern)
     names = split_images(hashes, labels, ratios, seed, group_pattern, pins)
     return {split: [by_name[n] for n in split_names] for split, split_names in names.items()}

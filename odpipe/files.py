@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -36,11 +36,19 @@ def write_json(data: dict, path: Path | str) -> None:
 
 
 def write_jsonl(rows: Iterable[dict], path: Path | str) -> None:
-    write_text_atomic("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), path)
+    """One JSON object per line, streamed to a temporary file and renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    os.replace(tmp, path)
 
 
-def read_jsonl(path: Path | str) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def read_jsonl(path: Path | str) -> Iterator[dict]:
+    """Rows one at a time, so that a large file is never held whole."""
+    with Path(path).open() as handle:
+        yield from (json.loads(line) for line in handle if line.strip())
 
 
 def write_csv(rows: Iterable[dict], columns: Sequence[str], path: Path | str) -> None:
@@ -53,13 +61,10 @@ def write_csv(rows: Iterable[dict], columns: Sequence[str], path: Path | str) ->
 
 
 def read_csv(path: Path | str) -> list[dict]:
+    return list(iter_csv(path))
+
+
+def iter_csv(path: Path | str) -> Iterator[dict]:
+    """Rows one at a time: a 100k-image split's CSV is never held whole."""
     with Path(path).open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_files(files: Mapping[str, bytes], root: Path | str) -> None:
-    """Write each ``relative name -> bytes`` under ``root``, creating sub-folders."""
-    for name, data in files.items():
-        path = Path(root) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        yield from csv.DictReader(handle)

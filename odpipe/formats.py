@@ -1,7 +1,9 @@
 """Annotation formats users arrive with, all parsed into :class:`~odpipe.annotations.Annotation`.
 
 Supported: Pascal VOC XML (LabelImg's flat folders and the VOC directory layout), CSV with one
-row per box, COCO JSON, LinkedAI's web-tool JSON and YOLO txt. Every reader returns the same
+row per box, COCO JSON, LinkedAI's web-tool JSON and YOLO txt. Each format's own coordinate
+convention is followed (VOC 1-based, YOLO relative to the EXIF-rotated image, COCO, LinkedAI and
+CSV 0-based pixels) and every box leaves here in 0-based pixel edges. Every reader returns the same
 :class:`Parsed`: annotations keyed by the image's path relative to the dataset root, and an
 :class:`~odpipe.cleaning.Issue`-style record for every annotation it could not use.
 
@@ -20,9 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
-from PIL import Image
 
 from odpipe.annotations import IMAGE_SUFFIXES, Annotation, AnnotationError, Box, read_voc
+from odpipe.images import DECODE_ERRORS, displayed_size
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def read_voc_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
         except AnnotationError as err:
             parsed.issues.append(Issue(image or source, "annotation_invalid", str(err)))
             continue
+        if not annotation.width or not annotation.height:
+            parsed.box_issues.append(Issue(source, "size_missing", "no <size> (or 0x0): the image's own size is used"))
         if image is None or PurePosixPath(image).parent != PurePosixPath(source).parent:
             image = index.resolve(annotation.filename, near=source) or image
         _add(parsed, image, annotation, source)
@@ -185,17 +189,14 @@ def is_linkedai(data) -> bool:
 
 
 def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
-    """COCO detection JSON: ``bbox`` is x, y, w, h; crowd regions are not objects to detect,
-    so ``iscrowd`` boxes are dropped and reported."""
+    """COCO detection JSON: ``bbox`` is x, y, w, h in 0-based pixels. ``iscrowd`` regions
+    are kept as crowd boxes: never trained on, ignored by evaluation as COCO's protocol does."""
     parsed = Parsed()
     for source, data in _json_documents(root, parsed, is_coco):
         names = {c["id"]: str(c["name"]) for c in data["categories"]}
         boxes: dict[int, list[Box]] = {}
         for ann in data["annotations"]:
             image_id = ann.get("image_id")
-            if ann.get("iscrowd"):
-                parsed.box_issues.append(Issue(f"{source}#{ann.get('id')}", "crowd", "iscrowd box dropped"))
-                continue
             try:
                 x, y, w, h = (float(v) for v in ann["bbox"])
                 label = names[ann["category_id"]]
@@ -204,7 +205,7 @@ def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
                     Issue(f"{source}#{ann.get('id')}", "annotation_invalid", f"bad annotation ({err!r})")
                 )
                 continue
-            boxes.setdefault(image_id, []).append(Box(label, x, y, x + w, y + h))
+            boxes.setdefault(image_id, []).append(Box(label, x, y, x + w, y + h, crowd=bool(ann.get("iscrowd"))))
         for image in data["images"]:
             annotation = Annotation(
                 str(image["file_name"]),
@@ -263,7 +264,8 @@ def yolo_class_names(root: Path) -> list[str] | None:
 
 def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     """YOLO txt: ``class cx cy w h`` normalised, one file per image (next to it or in a
-    parallel ``labels/`` folder); box pixels need the real image size, read from its header."""
+    parallel ``labels/`` folder). Box pixels need the image's size as displayed, EXIF rotation
+    applied (as Ultralytics reads it), taken from the file's header."""
     parsed = Parsed()
     names = yolo_class_names(root)
     if names is None:
@@ -280,9 +282,8 @@ def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
             parsed.issues.append(Issue(source, "image_missing", f"no image named {path.stem}.*"))
             continue
         try:
-            with Image.open(root / image) as img:
-                width, height = img.size
-        except OSError:
+            width, height = displayed_size(root / image)
+        except DECODE_ERRORS:
             width = height = 0  # cleaning reports the unreadable image itself
         boxes = []
         for line_no, line in enumerate(path.read_text().splitlines(), start=1):

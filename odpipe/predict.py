@@ -19,10 +19,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from odpipe.annotations import IMAGE_SUFFIXES
-from odpipe.cleaning import normalise_image
 from odpipe.evaluation import as_boxes, detect, load_detector, score_captions
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import write_csv, write_json
+from odpipe.images import readable_bytes
 from odpipe.label_map import read_label_map
 from odpipe.report import draw_boxes
 
@@ -59,7 +59,7 @@ def predict_images(
     used: set[str] = set()
     for path in images:
         try:
-            data, _, _, _ = normalise_image(path.read_bytes(), None)
+            data = readable_bytes(path.read_bytes())
         except UnidentifiedImageError:
             errors.append(f"{path}: cannot read the image (not an image format Pillow recognises)")
             continue

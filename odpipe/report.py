@@ -44,6 +44,7 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
     for name, split in summary["splits"].items():
         per_class = " | ".join(str(split["boxes_per_class"].get(c, 0)) for c in summary["classes"])
         lines.append(f"| {name} | {split['images']} | {split['boxes']} | {per_class} |")
+    lines += ["", *_coverage(summary)]
     sizes = summary["box_sizes"]
     lines += ["", "Box sizes (COCO buckets): " + ", ".join(f"{k} {v}" for k, v in sizes.items()), ""]
     lines += [f"![samples with their boxes]({grid_name})", "", "## Decisions", ""]
@@ -55,6 +56,16 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
             lines.append(f"- ... {len(entries) - max_rows} more in issues.json")
         lines.append("")
     return "\n".join(lines)
+
+
+def _coverage(summary: Mapping) -> list[str]:
+    """Which classes each split lacks (splits are not stratified, so that they stay stable:
+    a class missing from test is not evaluated), and what the group pattern matched."""
+    lines = [f"- {split} has no box of: {', '.join(classes)}" for split, classes in summary["classes_missing"].items()]
+    lines = lines or ["Every class has boxes in every split."]
+    if summary["group_pattern_matches"]:
+        lines += ["", f"clean_split.group_pattern matched {summary['group_pattern_matches']} images."]
+    return lines
 
 
 def draw_boxes(

@@ -1,18 +1,24 @@
-"""Deterministic train/val/test splits by image, leak-free.
+"""Deterministic train/val/test splits by image, leak-free and stable.
 
 Images are first gathered into groups: the match of ``clean_split.group_pattern`` on the file
-name (frames of one video, shots of one scene), or else the image's own content hash. Each
-group's split comes from a hash of (seed, group key), so it does not depend on the other
-images: adding images never moves an existing one, and a group never straddles splits.
-Then, where the data allows, whole groups are moved so that every class appears in every
-split (stratification); that repair is deterministic too.
+name (the last path component, so ``'^(video\\d+)_'`` matches ``JPEGImages/video1_0001.jpg``;
+frames of one video, shots of one scene), or else the image's own content hash (copies of one
+image). Each group's split comes from a hash of (seed, group key) alone, so a group never
+straddles splits and adding images never moves an existing one: nothing is carried between runs
+(DVC deletes the stage's outputs before rerunning it), so a split may depend on nothing but the
+seed, the ratios and the image's own group. Predefined lists (VOC ImageSets) pin groups instead.
+
+There is deliberately no stratification: moving groups so that every class reaches every split
+depends on the other images, and new images can undo such a move, sending a former test image
+to train. ``missing_classes`` says instead which classes a split lacks, for the report.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
 
 SPLITS = ("train", "val", "test")
 
@@ -39,40 +45,43 @@ def check_ratios(ratios: Mapping[str, float]) -> None:
         raise ValueError(f"clean_split.ratios must give non-negative {SPLITS}, got {dict(ratios)}")
 
 
+def file_name(name: str) -> str:
+    """The last component of an image's relative (POSIX) path: what ``group_pattern`` sees, so
+    that the pattern does not depend on the dataset's folder layout."""
+    return PurePosixPath(name).name
+
+
 def group_key(name: str, content_sha256: str, pattern: str | None) -> str:
-    """The group an image belongs to: the pattern's first group (or whole match) in its
-    name, else its content (so that copies of one image stay together)."""
+    """The group an image belongs to: the pattern's first group (or whole match) searched in its
+    file name (not its folder), else its content (so that copies of one image stay together)."""
     if pattern:
-        match = re.search(pattern, name)
+        match = re.search(pattern, file_name(name))
         if match:
             return "name:" + (match.group(1) if match.groups() else match.group(0))
     return "sha256:" + content_sha256
 
 
-def _stratify(
-    splits: dict[str, list[str]],
-    group_classes: Mapping[str, set[str]],
-    movable: set[str],
-    ratios: Mapping[str, float],
-    seed: int,
-) -> None:
-    """Move whole movable groups so every class reaches every split, taking only from a
-    split that keeps at least one group of that class."""
+def group_pattern_matches(names: Iterable[str], pattern: str | None) -> int:
+    """How many of the images' file names ``pattern`` matches (0 without a pattern).
 
-    def holders(split: str, cls: str) -> list[str]:
-        return [g for g in splits[split] if cls in group_classes[g]]
-
-    for cls in sorted(set().union(*group_classes.values())):
-        for target in (s for s in SPLITS if ratios[s] > 0):
-            if holders(target, cls):
-                continue
-            donors = [s for s in SPLITS if s != target and len(holders(s, cls)) >= 2]
-            candidates = [(s, g) for s in donors for g in holders(s, cls) if g in movable]
-            if not candidates:
-                continue
-            donor, moving = min(candidates, key=lambda c: (-len(holders(c[0], cls)), unit_hash(seed, c[1])))
-            splits[donor].remove(moving)
-            splits[target].append(moving)
+    A pattern that matches no image groups nothing, and frames of one video would then land in
+    every split without a word, so that is an error (as is a pattern that is not a regex).
+    """
+    if not pattern:
+        return 0
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"clean_split.group_pattern '{pattern}' is not a valid regex: {error}") from error
+    files = [file_name(n) for n in names]
+    count = sum(1 for f in files if compiled.search(f))
+    if files and not count:
+        raise ValueError(
+            f"clean_split.group_pattern '{pattern}' matches none of the {len(files)} images "
+            f"(it is searched in file names, without folders, e.g. {sorted(files)[0]!r}): "
+            "fix the pattern or set it to null"
+        )
+    return count
 
 
 def split_images(
@@ -85,28 +94,24 @@ def split_images(
 ) -> dict[str, list[str]]:
     """Image names by split.
 
-    ``hashes`` maps each name to its content sha256, ``labels`` to the classes of its boxes;
-    ``fixed`` pins images to a split (e.g. from VOC ImageSets lists) and is never overridden.
+    ``hashes`` maps each name to its content sha256; ``fixed`` pins images to a split (e.g. from
+    VOC ImageSets lists) and is never overridden. ``labels`` (the classes of each image's boxes)
+    does not move anything, so that splits stay stable: ``missing_classes`` reports the gaps.
     """
     check_ratios(ratios)
+    group_pattern_matches(hashes, group_pattern)
     fixed = fixed or {}
     groups: dict[str, list[str]] = {}
     for name in sorted(hashes):
         groups.setdefault(group_key(name, hashes[name], group_pattern), []).append(name)
-    splits: dict[str, list[str]] = {s: [] for s in SPLITS}
-    movable = set()
+    result: dict[str, list[str]] = {s: [] for s in SPLITS}
     for key, names in groups.items():
         pinned = {fixed[n] for n in names if n in fixed}
         if len(pinned) > 1:
             raise ValueError(f"images of group {key} are pinned to different splits {sorted(pinned)}: {names}")
-        if pinned:
-            splits[pinned.pop()].append(key)
-        else:
-            movable.add(key)
-            splits[assign_split(unit_hash(seed, key), ratios)].append(key)
-    group_classes = {key: {c for n in names for c in labels.get(n, ())} for key, names in groups.items()}
-    _stratify(splits, group_classes, movable, ratios, seed)
-    result = {s: sorted(n for key in splits[s] for n in groups[key]) for s in SPLITS}
+        split = pinned.pop() if pinned else assign_split(unit_hash(seed, key), ratios)
+        result[split].extend(names)
+    result = {s: sorted(names) for s, names in result.items()}
     empty = [s for s in SPLITS if ratios[s] > 0 and not result[s]]
     if empty:
         raise ValueError(
@@ -116,17 +121,34 @@ def split_images(
     return result
 
 
+def missing_classes(splits: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The classes of the dataset that a non-empty split has no box of, by split (only splits
+    that lack some). Splits are not stratified (that would make them unstable), so the stage
+    warns instead: a class missing from test is not evaluated, one missing from train not learnt.
+    """
+    present = {s: {c for n in splits.get(s, ()) for c in labels.get(n, ())} for s in SPLITS}
+    every = set().union(*present.values())
+    gaps = {s: sorted(every - present[s]) for s in SPLITS if splits.get(s)}
+    return {s: classes for s, classes in gaps.items() if classes}
+
+
 def pins_from_lists(
-    lists: Mapping[str, str], hashes: Mapping[str, str], ratios: Mapping[str, float], seed: int
+    lists: Mapping[str, str],
+    hashes: Mapping[str, str],
+    ratios: Mapping[str, float],
+    seed: int,
+    group_pattern: str | None = None,
 ) -> dict[str, str]:
     """Turn predefined lists (VOC ImageSets) into pinned splits; a ``trainval`` image goes to
-    train or val by its hash, in the configured train:val proportion."""
+    train or val by the hash of its group (as ``split_images`` forms them, hence
+    ``group_pattern``), in the configured train:val proportion, so that frames of one video
+    listed in trainval are pinned together rather than to conflicting splits."""
     train_val = {"train": ratios["train"], "val": ratios["val"], "test": 0.0}
     pins = {}
     for name, listed in lists.items():
         if name not in hashes:
             continue
         if listed == "trainval":
-            listed = assign_split(unit_hash(seed, group_key(name, hashes[name], None)), train_val)
+            listed = assign_split(unit_hash(seed, group_key(name, hashes[name], group_pattern)), train_val)
         pins[name] = listed
     return pins

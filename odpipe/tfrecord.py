@@ -153,11 +153,9 @@ def with_images(records: Iterable[ImageBoxes], image_root: Path) -> Iterator[tup
         yield record, (image_root / record.filename).read_bytes()
 
 
-def write_tfrecords(
-    examples: Iterable[tuple[ImageBoxes, bytes]], out_dir: Path, split: str, num_shards: int
-) -> tuple[list[Path], int]:
-    """Round-robin the examples over ``num_shards`` files, so shards are equally sized.
-    Returns the shard paths and how many examples they hold."""
+def write_serialized(serialized: Iterable[bytes], out_dir: Path, split: str, num_shards: int) -> tuple[list[Path], int]:
+    """Round-robin serialized Examples over ``num_shards`` files, so shards are equally
+    sized. Returns the shard paths and how many examples they hold."""
     if num_shards < 1:
         raise ValueError(f"tfrecord.num_shards must be >= 1, got {num_shards}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,12 +163,20 @@ def write_tfrecords(
     writers = [tf.io.TFRecordWriter(str(p)) for p in paths]
     count = 0
     try:
-        for count, (record, encoded) in enumerate(examples, start=1):
-            writers[(count - 1) % num_shards].write(make_example(record, encoded).SerializeToString())
+        for count, example in enumerate(serialized, start=1):
+            writers[(count - 1) % num_shards].write(example)
     finally:
         for writer in writers:
             writer.close()
     return paths, count
+
+
+def write_tfrecords(
+    examples: Iterable[tuple[ImageBoxes, bytes]], out_dir: Path, split: str, num_shards: int
+) -> tuple[list[Path], int]:
+    """:func:`write_serialized` of (record, image bytes) pairs."""
+    serialized = (make_example(record, encoded).SerializeToString() for record, encoded in examples)
+    return write_serialized(serialized, out_dir, split, num_shards)
 
 
 def read_examples(pattern: str) -> Iterator[dict]:

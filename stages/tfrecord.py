@@ -6,11 +6,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.augmentation import Policy, preview_grid, training_examples
-from odpipe.files import fresh_dir, read_csv
+from odpipe.augmentation import Policy, preview_grid, split_examples
+from odpipe.files import fresh_dir, iter_csv
+from odpipe.parallel import Workers, resolve_workers
 from odpipe.runtime import stage
 from odpipe.splitting import SPLITS
-from odpipe.tfrecord import auto_num_shards, group_csv_rows, with_images, write_tfrecords
+from odpipe.tfrecord import auto_num_shards, group_csv_rows, with_images, write_serialized
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +21,20 @@ def main(cfg: DictConfig) -> None:
     out = fresh_dir(cfg.paths.tfrecord)
     images = Path(cfg.paths.clean_images)
     policy = Policy.from_config(cfg.augment)
-    for split in SPLITS:
-        records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{split}.csv"))
-        num_bytes = sum((images / r.filename).stat().st_size for r in records) * (
-            1 + (split == "train") * policy.copies
-        )
-        num_shards = cfg.tfrecord.num_shards or auto_num_shards(num_bytes)
-        if split == "train":
-            examples = training_examples(records, images, policy, cfg.tfrecord.seed)
-            classes = sorted({text for record in records for text in record.texts})
-            preview_grid(list(with_images(records[:16], images)), policy, classes).save(cfg.paths.augment_preview)
-        else:
-            examples = with_images(records, images)
-        _, count = write_tfrecords(examples, out, split, num_shards)
-        log.info("%s: %d examples from %d images in %d shard(s)", split, count, len(records), num_shards)
+    with Workers(resolve_workers(cfg.tfrecord.workers, "tfrecord.workers")) as workers:
+        for split in SPLITS:
+            records = group_csv_rows(iter_csv(Path(cfg.paths.convert) / f"{split}.csv"))
+            copies = policy.copies if split == "train" else 0
+            num_bytes = sum((images / r.filename).stat().st_size for r in records) * (1 + copies)
+            num_shards = cfg.tfrecord.num_shards or auto_num_shards(num_bytes)
+            order_seed = cfg.tfrecord.seed if split == "train" else None
+            examples = split_examples(records, images, policy, order_seed, workers)
+            _, count = write_serialized(examples, out, split, num_shards)
+            log.info("%s: %d examples from %d images in %d shard(s)", split, count, len(records), num_shards)
+            if split == "train":
+                classes = sorted({text for record in records for text in record.texts})
+                preview = preview_grid(list(with_images(records[:16], images)), policy, classes)
+                preview.save(cfg.paths.augment_preview)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from odpipe.annotations import Annotation, Box, write_voc
-from odpipe.cleaning import ClassRules, clean_folder, report
+from odpipe.annotations import Annotation, Box, read_voc, write_voc
+from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report
 from odpipe.synthetic import generate
 
 from .conftest import CLASSES
@@ -20,8 +22,18 @@ from .conftest import CLASSES
 RULES = ClassRules(CLASSES)
 
 
-def _clean(root: Path, rules: ClassRules = RULES, keep_negatives: bool = False, drop_difficult: bool = False):
-    return clean_folder(root, "auto", {}, rules, keep_negatives, drop_difficult)[1]
+def _out(root: Path) -> Path:
+    return root.with_name(root.name + "_clean")
+
+
+def _clean(root: Path, rules: ClassRules = RULES, **policy):
+    """Clean ``root`` into a fresh sibling folder (see ``_out``)."""
+    shutil.rmtree(_out(root), ignore_errors=True)
+    return clean_folder(root, _out(root), "auto", {}, rules, CleanPolicy(**policy))[1]
+
+
+def _written(root: Path, sample) -> bytes:
+    return (_out(root) / sample.image).read_bytes()
 
 
 def _decisions(result) -> dict[str, set[str]]:
@@ -45,14 +57,15 @@ def _voc(path: Path, width: int, height: int, *boxes: Box) -> None:
 def corpus(spec, tmp_path: Path) -> tuple[Path, list[Path]]:
     images = generate(spec, tmp_path)
     # 0 truncated JPEG; 1 XML that does not parse; 2 no XML; 3 one box over the edge, one
-    # outside, a wrong size; 4 an unknown class only; 5 zero bytes; 6 a copy of image 7.
+    # outside, one empty; 4 an unknown class only; 5 zero bytes; 6 a copy of image 7; 8 a
+    # size of another aspect ratio than the image's.
     images[0].write_bytes(images[0].read_bytes()[:200])
     images[1].with_suffix(".xml").write_text("<annotation><size>")
     images[2].with_suffix(".xml").unlink()
     _voc(
         images[3],
-        10_000,
-        10_000,
+        0,
+        0,
         Box("circle", 50, 10, 900, 40),
         Box("square", 500, 500, 600, 600),
         Box("square", 40, 40, 20, 60),
@@ -60,6 +73,8 @@ def corpus(spec, tmp_path: Path) -> tuple[Path, list[Path]]:
     _voc(images[4], 0, 0, Box("hexagon", 1, 1, 20, 20))
     images[5].write_bytes(b"")
     images[6].write_bytes(images[7].read_bytes())
+    images[6].with_suffix(".xml").write_text(images[7].with_suffix(".xml").read_text())
+    _voc(images[8], 10_000, 5_000, Box("circle", 1, 1, 9, 9))
     _voc(tmp_path / "ghost.jpg", 64, 64, Box("circle", 1, 1, 9, 9))
     return tmp_path, images
 
@@ -71,14 +86,14 @@ def test_each_broken_input_gets_its_reason(corpus) -> None:
     assert decisions[images[0].name] == {"image_unreadable"}
     assert decisions[images[1].name] == {"annotation_invalid"}
     assert decisions[images[2].name] == {"no_annotation"}
-    assert {"size_mismatch", "box_clipped", "box_empty"} <= decisions[images[3].name]
+    assert {"box_clipped", "box_empty"} <= decisions[images[3].name]
     assert decisions[images[4].name] == {"unknown_class", "no_valid_boxes"}
     assert decisions[images[5].name] == {"image_empty"}
-    assert decisions[images[6].name] == {"duplicate"} or decisions[images[7].name] == {"duplicate"}
+    assert images[6].name not in decisions and decisions[images[7].name] == {"duplicate"}
+    assert decisions[images[8].name] == {"size_mismatch"}
     assert decisions["ghost.xml"] == {"image_missing"}
 
     clipped = next(s for s in result.kept if s.image == images[3].name).annotation
-    assert (clipped.width, clipped.height) != (10_000, 10_000)
     assert len(clipped.boxes) == 1 and clipped.boxes[0].xmax == clipped.width
 
 
@@ -90,7 +105,7 @@ def test_every_image_is_kept_or_dropped_exactly_once(corpus) -> None:
     assert len(dropped) == len(set(dropped))
     assert kept.isdisjoint(dropped)
     assert kept | set(dropped) == {p.name for p in images}
-    summary = report(result, {"train": result.kept}, CLASSES)
+    summary = report(result, {"train": result.kept}, CLASSES, None)
     assert summary["images_in"] == len(images) == summary["kept"] + summary["dropped"]
 
 
@@ -148,7 +163,7 @@ def test_image_modes_are_converted_only_when_needed(tmp_path: Path, mode: str, f
     write_voc(Annotation(path.name, 64, 48, (Box("circle", 2, 2, 30, 30),)), path.with_suffix(".xml"))
     result = _clean(tmp_path)
     (sample,) = result.kept
-    data = result.images[sample.image]
+    data = _written(tmp_path, sample)
     with Image.open(io.BytesIO(data)) as out:
         assert out.mode == "RGB" and out.size == (64, 48)
         assert out.format == ("JPEG" if converted else fmt)
@@ -168,7 +183,7 @@ def test_exif_rotation_follows_what_the_labelling_tool_showed(tmp_path: Path) ->
     result = _clean(tmp_path)
     (sample,) = result.kept
     assert "exif_rotated" in _decisions(result)["phone.jpg"]
-    with Image.open(io.BytesIO(result.images[sample.image])) as out:
+    with Image.open(io.BytesIO(_written(tmp_path, sample))) as out:
         assert out.size == (48, 64)
         assert np.asarray(out)[2:6, 42:46].mean() > 200  # the white corner is where the box is
     assert "size_mismatch" not in _decisions(result)["phone.jpg"]
@@ -199,6 +214,101 @@ def test_image_extensions_match_in_any_case_and_subfolders(spec, tmp_path: Path)
 
 
 def test_issues_file_is_json_serialisable(corpus) -> None:
-    from odpipe.cleaning import issues_as_dicts
-
     json.dumps(issues_as_dicts(_clean(corpus[0])))
+
+
+def _photo(path: Path, size: tuple[int, int], fmt: str = "JPEG", mode: str = "RGB", **kwargs) -> None:
+    pixels = np.random.default_rng(len(path.name)).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    _save(Image.fromarray(pixels).convert(mode), path, fmt, **kwargs)
+
+
+def test_an_annotation_of_a_resized_copy_is_rescaled(tmp_path: Path) -> None:
+    """Labelled at 640x480, stored at 320x240: the boxes are halved, not clipped."""
+    _photo(tmp_path / "small.jpg", (320, 240))
+    _voc(tmp_path / "small.jpg", 640, 480, Box("circle", 100, 100, 600, 400))
+    result = _clean(tmp_path)
+    (sample,) = result.kept
+    (box,) = sample.annotation.boxes
+    assert (box.xmin, box.ymin, box.xmax, box.ymax) == (50, 50, 300, 200)
+    assert _decisions(result)["small.jpg"] == {"boxes_rescaled"}
+
+
+def test_converted_names_never_collide(tmp_path: Path) -> None:
+    """a.png (RGBA) becomes a JPEG while a.jpg exists: both are kept, under different names."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _photo(raw / "a.jpg", (64, 48))
+    _photo(raw / "a.png", (64, 48), "PNG", "RGBA")
+    rows = "".join(f"{name},2,2,30,30,circle\n" for name in ("a.jpg", "a.png"))
+    (raw / "labels.csv").write_text("filename,xmin,ymin,xmax,ymax,class\n" + rows)
+    result = _clean(raw)
+    assert {s.source: s.image for s in result.kept} == {"a.jpg": "a.jpg", "a.png": "a.png.jpg"}
+    assert sorted(_tree(_out(raw))) == ["a.jpg", "a.png.jpg"]
+    assert _written(raw, result.kept[0]) == (raw / "a.jpg").read_bytes()
+
+
+def test_voc_coordinates_are_one_based(tmp_path: Path) -> None:
+    _photo(tmp_path / "x.jpg", (64, 48))
+    (tmp_path / "x.xml").write_text(
+        "<annotation><filename>x.jpg</filename><size><width>64</width><height>48</height></size>"
+        "<object><name>circle</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>64</xmax><ymax>48</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    ((box,),) = [s.annotation.boxes for s in _clean(tmp_path).kept]
+    assert (box.xmin, box.ymin, box.xmax, box.ymax) == (0, 0, 64, 48)  # the whole image, nothing clipped
+
+
+def test_labelimg_quirks_drop_the_box_or_nothing(tmp_path: Path) -> None:
+    """No <size>: the image's own size is used. An empty <name>: only that box is dropped."""
+    _photo(tmp_path / "x.jpg", (64, 48))
+    (tmp_path / "x.xml").write_text(
+        "<annotation><filename>x.jpg</filename>"
+        "<object><name></name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+        "<object><name>circle</name><bndbox><xmin>11</xmin><ymin>11</ymin><xmax>30</xmax><ymax>30</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    result = _clean(tmp_path)
+    (sample,) = result.kept
+    assert (sample.annotation.width, sample.annotation.height) == (64, 48)
+    assert [b.label for b in sample.annotation.boxes] == ["circle"]
+    assert {"box_unlabelled", "size_missing"} <= {i.reason for i in result.fixed}
+
+
+def test_an_image_over_the_pixel_limit_is_dropped_not_fatal(spec, tmp_path: Path) -> None:
+    images = generate(spec, tmp_path)
+    _photo(images[0], (400, 300))  # larger than every generated image
+    _voc(images[0], 400, 300, Box("circle", 2, 2, 30, 30))
+    result = _clean(tmp_path, max_image_pixels=200 * 200)
+    assert _decisions(result)[images[0].name] == {"image_too_large"}
+    assert len(result.kept) == spec.num_images - 1
+
+
+def test_copies_labelled_differently_are_reported_with_their_agreement(spec, tmp_path: Path) -> None:
+    images = generate(spec, tmp_path)
+    images[1].write_bytes(images[0].read_bytes())
+    images[2].write_bytes(images[0].read_bytes())
+    first = read_voc(images[0].with_suffix(".xml"))
+    _voc(images[1], first.width, first.height, *first.boxes)  # same boxes: a plain duplicate
+    moved = [replace(b, xmax=b.xmax + (b.xmax - b.xmin)) for b in first.boxes[:1]]
+    _voc(images[2], first.width, first.height, *moved)  # the first box twice as wide, the rest gone
+    result = _clean(tmp_path)
+    dropped = {i.file: i for i in result.dropped}
+    assert dropped[images[1].name].reason == "duplicate"
+    conflict = dropped[images[2].name]
+    assert conflict.reason == "duplicate_labels_differ"
+    expected = 0.5 / len(first.boxes)  # one box at IoU 0.5, the others unmatched
+    assert f"agreement (IoU) {expected:.2f}" in conflict.detail and images[0].name in conflict.detail
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_is_identical_for_any_number_of_workers(corpus) -> None:
+    root, _ = corpus
+    one = _clean(root, workers=1)
+    one_files = _tree(_out(root))
+    two = _clean(root, workers=2)
+    assert _tree(_out(root)) == one_files and one_files
+    assert json.dumps(issues_as_dicts(one)) == json.dumps(issues_as_dicts(two))
+    assert one.kept == two.kept

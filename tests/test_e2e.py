@@ -69,7 +69,8 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
     total = 0
     for split in SPLITS:
         rows = read_csv(project / paths.convert / f"{split}.csv")
-        assert len(read_jsonl(project / paths.clean_split / f"{split}.jsonl")) == len({r["filename"] for r in rows})
+        annotations = list(read_jsonl(project / paths.clean_split / f"{split}.jsonl"))
+        assert len(annotations) == len({r["filename"] for r in rows})
         by_image: dict[str, list] = {}
         for row in rows:
             by_image.setdefault(row["filename"], []).append(row)

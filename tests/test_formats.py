@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from odpipe.annotations import CSV_COLUMNS, Annotation, read_voc, to_csv_rows
-from odpipe.cleaning import ClassRules, clean_folder
+from odpipe.annotations import CSV_COLUMNS, Annotation, read_voc, to_csv_rows, trainable
+from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder
 from odpipe.formats import ImageIndex, detect_format, voc_imagesets
 from odpipe.label_map import class_ids
 from odpipe.synthetic import generate
@@ -93,10 +93,16 @@ def write_yolo(annotations: list[Annotation], folder: Path) -> None:
         (labels / Path(a.filename).with_suffix(".txt").name).write_text("\n".join(lines) + "\n")
 
 
+def _clean(folder: Path, fmt: str = "auto", options: dict | None = None, classes=CLASSES):
+    out = folder.with_name(folder.name + "_clean")
+    return clean_folder(folder, out, fmt, options or {}, ClassRules(classes), CleanPolicy())
+
+
 def _rows(folder: Path, options: dict | None = None) -> list[dict]:
-    _, result = clean_folder(folder, "auto", options or {}, ClassRules(CLASSES), False, False)
-    annotations = sorted((s.annotation for s in result.kept), key=lambda a: a.filename)
-    return to_csv_rows(annotations, class_ids(CLASSES))
+    """The CSV rows of what is trained on (COCO's crowd regions aside)."""
+    _, result = _clean(folder, options=options)
+    annotations = sorted((trainable(s.annotation) for s in result.kept), key=lambda a: a.filename)
+    return list(to_csv_rows(annotations, class_ids(CLASSES)))
 
 
 def _same(rows: list[dict], expected: list[dict]) -> None:
@@ -129,16 +135,23 @@ def test_every_format_converts_to_the_same_rows_as_voc(spec, tmp_path: Path, fmt
     _same(_rows(other, {"csv_columns": columns} if fmt == "csv" else {}), expected)
 
 
-def test_crowd_and_non_box_entries_are_reported(spec, tmp_path: Path) -> None:
+def test_crowds_are_kept_as_crowds_and_non_box_entries_reported(spec, tmp_path: Path) -> None:
     voc = tmp_path / "voc"
     generate(spec, voc)
     annotations = [read_voc(p) for p in sorted(voc.glob("*.xml"))]
-    for fmt, writer, reason in (("coco", write_coco, "crowd"), ("linkedai", write_linkedai, "not_a_box")):
+    for fmt, writer in (("coco", write_coco), ("linkedai", write_linkedai)):
         folder = tmp_path / fmt
         _images_only(voc, folder)
         writer(annotations, folder)
-        _, result = clean_folder(folder, fmt, {}, ClassRules(CLASSES), False, False)
-        assert reason in {i.reason for i in result.fixed}
+        _, result = _clean(folder, fmt)
+        if fmt == "linkedai":
+            assert "not_a_box" in {i.reason for i in result.fixed}
+            continue
+        crowds = [(s.image, b) for s in result.kept for b in s.annotation.boxes if b.crowd]
+        assert [(box.xmin, box.ymin, box.xmax, box.ymax) for _, box in crowds] == [(0, 0, 5, 5)]
+        (sample,) = [s for s in result.kept if s.image == crowds[0][0]]
+        assert not any(b.crowd for b in trainable(sample.annotation).boxes)
+        assert len(trainable(sample.annotation).boxes) == len(sample.annotation.boxes) - 1
 
 
 def test_an_unrecognisable_folder_is_a_clear_error(tmp_path: Path) -> None:
@@ -150,7 +163,7 @@ def test_an_unrecognisable_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_real_voc_layout_with_imagesets(tmp_path: Path) -> None:
     """fruits-nuts: VOC2007 layout, absolute Windows <path>s, lists without a final newline."""
     root = shutil.copytree(FRUITS, tmp_path / "fruits")
-    index, result = clean_folder(root, "auto", {}, ClassRules(["date", "fig", "hazelnut"]), False, False)
+    index, result = _clean(root, classes=["date", "fig", "hazelnut"])
     assert len(result.kept) == 18 and not result.dropped
     assert sum(len(s.annotation.boxes) for s in result.kept) == 164
     assert all(s.image.startswith("VOC2007/JPEGImages/") for s in result.kept)

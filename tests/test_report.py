@@ -7,16 +7,25 @@ import numpy as np
 from PIL import Image
 
 from odpipe.annotations import Box
-from odpipe.cleaning import ClassRules, clean_folder, issues_as_dicts, report
+from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report
 from odpipe.report import markdown, sample_grid, side_by_side
 from odpipe.synthetic import generate
 
 from .conftest import CLASSES
 
 
-def _report(root: Path) -> tuple[str, object]:
-    _, result = clean_folder(root, "auto", {}, ClassRules(CLASSES), False, False)
-    summary = report(result, {"train": result.kept, "val": [], "test": []}, CLASSES)
+def _out(root: Path) -> Path:
+    return root.with_name(root.name + "_clean")
+
+
+def _report(root: Path, splits: dict[str, list[int]] | None = None) -> tuple[str, object]:
+    """The Markdown report of ``root``; ``splits`` puts kept samples (by position) in val and
+    test, the rest in train."""
+    _, result = clean_folder(root, _out(root), "auto", {}, ClassRules(CLASSES), CleanPolicy())
+    chosen = {name: [result.kept[i] for i in positions] for name, positions in (splits or {}).items()}
+    taken = {id(s) for samples in chosen.values() for s in samples}
+    chosen["train"] = [s for s in result.kept if id(s) not in taken]
+    summary = report(result, {name: chosen.get(name, []) for name in ("train", "val", "test")}, CLASSES, None)
     return markdown(summary, issues_as_dicts(result), "grid.jpg"), result
 
 
@@ -30,7 +39,8 @@ def test_report_names_each_decision_and_counts_per_class(spec, tmp_path: Path) -
     assert "| split | images | boxes | circle | square | triangle |" in text
     assert "![samples with their boxes](grid.jpg)" in text
 
-    grid = sample_grid([s.annotation for s in result.kept], result.images, CLASSES, tile=64, columns=2)
+    images = {s.image: (_out(tmp_path) / s.image).read_bytes() for s in result.kept}
+    grid = sample_grid([s.annotation for s in result.kept], images, CLASSES, tile=64, columns=2)
     assert grid.size == (128, 128)
 
 
@@ -38,6 +48,17 @@ def test_a_clean_dataset_says_so(spec, tmp_path: Path) -> None:
     generate(spec, tmp_path)
     text, _ = _report(tmp_path)
     assert "No image was dropped." in text and "Nothing was changed." in text
+    assert "Every class has boxes in every split." in text
+
+
+def test_classes_missing_from_a_split_are_named(spec, tmp_path: Path) -> None:
+    generate(spec, tmp_path)
+    _, result = _report(tmp_path)
+    few = min(range(len(result.kept)), key=lambda i: len({b.label for b in result.kept[i].annotation.boxes}))
+    text, result = _report(tmp_path, {"val": [few]})
+    val_classes = {b.label for b in result.kept[few].annotation.boxes}
+    missing = ", ".join(sorted(set(CLASSES) - val_classes))
+    assert missing and f"- val has no box of: {missing}" in text
 
 
 def test_side_by_side_puts_truth_left_and_captioned_predictions_right() -> None:

@@ -4,13 +4,28 @@ import hashlib
 
 import pytest
 
-from odpipe.splitting import SPLITS, pins_from_lists, split_images
+from odpipe.splitting import (
+    SPLITS,
+    group_key,
+    group_pattern_matches,
+    missing_classes,
+    pins_from_lists,
+    split_images,
+)
 
 RATIOS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 def _hashes(n: int, prefix: str = "img") -> dict[str, str]:
     return {f"{prefix}_{i}.jpg": hashlib.sha256(f"{prefix}{i}".encode()).hexdigest() for i in range(n)}
+
+
+def _video_frames(videos: int, frames: int, folder: str = "") -> dict[str, str]:
+    return {
+        f"{folder}video{v}_frame{f:03d}.jpg": hashlib.sha256(f"{v}{f}".encode()).hexdigest()
+        for v in range(videos)
+        for f in range(frames)
+    }
 
 
 def _where(splits: dict[str, list[str]]) -> dict[str, str]:
@@ -41,27 +56,54 @@ def test_identical_content_lands_in_the_same_split() -> None:
 
 
 def test_groups_never_straddle_splits() -> None:
-    hashes = {
-        f"video{v}_frame{f:03d}.jpg": hashlib.sha256(f"{v}{f}".encode()).hexdigest()
-        for v in range(12)
-        for f in range(20)
-    }
+    hashes = _video_frames(12, 20)
     where = _where(split_images(hashes, {}, RATIOS, seed=0, group_pattern=r"^(video\d+)_"))
     for v in range(12):
         assert len({where[f"video{v}_frame{f:03d}.jpg"] for f in range(20)}) == 1
     assert len(set(where.values())) == 3
 
 
-def test_every_class_reaches_every_split_where_the_data_allows() -> None:
+def test_group_pattern_is_matched_against_the_file_name_not_the_folder() -> None:
+    hashes = _video_frames(12, 20, folder="JPEGImages/")
+    assert group_key("JPEGImages/video3_frame001.jpg", "abc", r"^(video\d+)_") == "name:video3"
+    where = _where(split_images(hashes, {}, RATIOS, seed=0, group_pattern=r"^(video\d+)_"))
+    for v in range(12):
+        assert len({where[f"JPEGImages/video{v}_frame{f:03d}.jpg"] for f in range(20)}) == 1
+
+
+def test_group_pattern_matches_counts_file_names() -> None:
+    names = ["JPEGImages/video1_0001.jpg", "JPEGImages/video1_0002.jpg", "JPEGImages/still.jpg"]
+    assert group_pattern_matches(names, r"^(video\d+)_") == 2
+    assert group_pattern_matches(names, None) == 0
+    assert group_pattern_matches([], r"^(video\d+)_") == 0
+
+
+def test_a_group_pattern_that_matches_nothing_is_a_clear_error() -> None:
+    hashes = _video_frames(3, 5, folder="JPEGImages/")
+    with pytest.raises(ValueError) as error:
+        split_images(hashes, {}, RATIOS, seed=0, group_pattern=r"^clip(\d+)_")
+    message = str(error.value)
+    assert "'^clip(\\d+)_'" in message and "15 images" in message
+    assert "file names" in message and "'video0_frame000.jpg'" in message
+    with pytest.raises(ValueError, match="not a valid regex"):
+        group_pattern_matches(hashes, "video(")
+
+
+def test_labels_never_move_an_image_and_missing_classes_are_reported() -> None:
     hashes = _hashes(40)
     labels = {name: ["common"] for name in hashes}
-    rare = ["img_1.jpg", "img_2.jpg", "img_3.jpg"]
-    for name in rare:
-        labels[name] = ["common", "rare"]
+    labels["img_1.jpg"] = ["common", "rare"]
     splits = split_images(hashes, labels, RATIOS, seed=0)
-    for split in SPLITS:
-        assert any(n in splits[split] for n in rare), f"no 'rare' image in {split}"
-    assert splits == split_images(hashes, labels, RATIOS, seed=0)
+    assert splits == split_images(hashes, {}, RATIOS, seed=0)
+    rare_split = _where(splits)["img_1.jpg"]
+    assert missing_classes(splits, labels) == {s: ["rare"] for s in SPLITS if s != rare_split}
+    assert missing_classes(splits, {name: ["common"] for name in hashes}) == {}
+
+
+def test_missing_classes_ignores_empty_splits() -> None:
+    splits = {"train": ["a.jpg", "b.jpg"], "val": ["c.jpg"], "test": []}
+    labels = {"a.jpg": ["cat"], "b.jpg": ["dog"], "c.jpg": ["cat"]}
+    assert missing_classes(splits, labels) == {"val": ["dog"]}
 
 
 def test_predefined_lists_pin_images_and_trainval_is_divided() -> None:
@@ -71,6 +113,16 @@ def test_predefined_lists_pin_images_and_trainval_is_divided() -> None:
     splits = split_images(hashes, {}, RATIOS, seed=0, fixed=pins)
     assert set(splits["test"]) == {n for n, s in lists.items() if s == "test"}
     assert splits["train"] and splits["val"]
+
+
+def test_a_video_listed_in_trainval_is_pinned_whole() -> None:
+    hashes = _video_frames(12, 20, folder="JPEGImages/")
+    ratios = {"train": 0.8, "val": 0.2, "test": 0.0}
+    pins = pins_from_lists(dict.fromkeys(hashes, "trainval"), hashes, ratios, seed=0, group_pattern=r"^(video\d+)_")
+    where = _where(split_images(hashes, {}, ratios, seed=0, group_pattern=r"^(video\d+)_", fixed=pins))
+    for v in range(12):
+        assert len({where[f"JPEGImages/video{v}_frame{f:03d}.jpg"] for f in range(20)}) == 1
+    assert set(where.values()) == {"train", "val"}
 
 
 def test_bad_ratios_and_empty_splits_are_clear_errors() -> None:

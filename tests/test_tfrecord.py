@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from odpipe.annotations import CSV_COLUMNS, to_csv_rows
-from odpipe.cleaning import ClassRules, clean_folder
+from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder
 from odpipe.files import read_csv, write_csv
 from odpipe.label_map import class_ids
 from odpipe.synthetic import generate
@@ -20,7 +20,7 @@ from .conftest import CLASSES
 @pytest.fixture
 def csv_rows(spec, tmp_path: Path) -> list[dict]:
     generate(spec, tmp_path / "raw")
-    kept = clean_folder(tmp_path / "raw", "voc", {}, ClassRules(CLASSES), False, False)[1].kept
+    kept = clean_folder(tmp_path / "raw", tmp_path / "clean", "voc", {}, ClassRules(CLASSES), CleanPolicy())[1].kept
     write_csv(to_csv_rows([s.annotation for s in kept], class_ids(CLASSES)), CSV_COLUMNS, tmp_path / "train.csv")
     return read_csv(tmp_path / "train.csv")
 
