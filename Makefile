@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench bench-augment bench-train lint format mlflow-ui
+.PHONY: help env params deps repro test bench bench-augment bench-train bench-data lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench-augment: $(STAMP)  ## cost of each augmentation policy in the tfrecord sta
 
 bench-train: $(STAMP)  ## train stage vs bare model_main_tf2.py: steps/s, val evaluation share, resume time
 	$(PY) benchmarks/train_speed.py
+
+bench-data: $(STAMP)  ## data stages at 2k and 20k images: time, peak RSS, tfrecord vs the notes' converters (ARGS="--sizes 200 500")
+	$(PY) benchmarks/data_speed.py $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

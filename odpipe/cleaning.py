@@ -19,7 +19,14 @@ from pathlib import Path, PurePosixPath
 from odpipe.annotations import Annotation, Box
 from odpipe.boxes import agreement
 from odpipe.formats import ImageIndex, Issue, Parsed, read_dataset
-from odpipe.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, ImageTooLargeError, Normalised, normalise_image
+from odpipe.images import (
+    ASPECT_TOLERANCE,
+    DECODE_ERRORS,
+    DEFAULT_MAX_PIXELS,
+    ImageTooLargeError,
+    Normalised,
+    normalise_image,
+)
 from odpipe.parallel import Workers
 from odpipe.report import box_sizes
 from odpipe.splitting import group_pattern_matches, missing_classes, pins_from_lists, split_images
@@ -92,9 +99,6 @@ def clip_box(box: Box, width: int, height: int) -> Box | None:
     return clipped
 
 
-ASPECT_TOLERANCE = 0.01  # a resize rounds each side to whole pixels: allow 1% of aspect drift
-
-
 def fit_to_image(annotation: Annotation, width: int, height: int) -> tuple[Annotation | None, Issue | None]:
     """The annotation in the real image's pixels.
 
@@ -103,7 +107,7 @@ def fit_to_image(annotation: Annotation, width: int, height: int) -> tuple[Annot
     differ there is no telling where the boxes belong: None, with the reason.
     """
     claimed = (annotation.width, annotation.height)
-    if not annotation.width or not annotation.height or claimed == (width, height):
+    if not annotation.boxes or not annotation.width or not annotation.height or claimed == (width, height):
         return replace(annotation, width=width, height=height), None
     sx, sy = width / annotation.width, height / annotation.height
     says = f"annotation says {annotation.width}x{annotation.height}, image is {width}x{height}"
@@ -158,7 +162,10 @@ def inspect_image(job: tuple[str, tuple[int, int] | None], root: Path, max_pixel
     """Hash, decode and (when needed) convert one image; runs in a worker process."""
     name, claimed = job
     path = root / name
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return Inspected(f"unread:{name}", None, "image_unreadable", f"{path}: {err}")
     digest = hashlib.sha256(raw).hexdigest()
     try:
         return Inspected(digest, normalise_image(raw, claimed, max_pixels))
@@ -166,6 +173,8 @@ def inspect_image(job: tuple[str, tuple[int, int] | None], root: Path, max_pixel
         return Inspected(digest, None, "image_too_large", f"{path}: {err}")
     except DECODE_ERRORS as err:
         return Inspected(digest, None, "image_empty" if not raw else "image_unreadable", f"{path}: {err}")
+    except Exception as err:  # noqa: BLE001  Pillow raises more than it documents on malformed files
+        return Inspected(digest, None, "image_unreadable", f"{path}: {err!r}")
 
 
 class OutputNames:
@@ -210,9 +219,10 @@ def _jobs(index: ImageIndex, parsed: Parsed, policy: CleanPolicy, result: CleanR
     """The images that need reading, in order; those decided on their annotation alone
     (unusable, or missing when negatives are not kept) are dropped into ``result`` here."""
     invalid = {issue.file: issue for issue in parsed.issues if issue.reason == "annotation_invalid"}
+    moved = set()
     for name in index.paths:
         if name not in parsed.annotations and name in invalid:
-            result.unused.remove(invalid[name])
+            moved.add(id(invalid[name]))
             result.dropped.append(invalid[name])
         elif name not in parsed.annotations and not policy.keep_negatives:
             result.dropped.append(
@@ -220,6 +230,7 @@ def _jobs(index: ImageIndex, parsed: Parsed, policy: CleanPolicy, result: CleanR
             )
         else:
             yield name
+    result.unused = [issue for issue in result.unused if id(issue) not in moved]
 
 
 def clean(
@@ -244,22 +255,22 @@ def clean(
                 first = first_of[seen.sha256]
                 result.dropped.append(duplicate_issue(name, first, annotation, parsed.annotations.get(first)))
                 continue
-            first_of[seen.sha256] = name
             if seen.image is None:
                 result.dropped.append(Issue(name, seen.reason, seen.detail))
                 continue
             sample, issues = _decide(name, seen, annotation, names, rules, policy.drop_difficult)
-            result.fixed.extend(issues)
-            if isinstance(sample, Issue):
+            if isinstance(sample, Issue):  # a copy of it may still be usable: it is not a duplicate
                 result.dropped.append(sample)
                 continue
+            first_of[seen.sha256] = name
+            result.fixed.extend(issues)
             _write(root / name, seen.image, out_dir / sample.image)
             result.kept.append(sample)
     return result
 
 
 def _claimed(annotation: Annotation | None) -> tuple[int, int] | None:
-    return (annotation.width, annotation.height) if annotation and annotation.width else None
+    return (annotation.width, annotation.height) if annotation and annotation.width and annotation.height else None
 
 
 def _decide(
@@ -270,22 +281,25 @@ def _decide(
     rules: ClassRules,
     drop_difficult: bool,
 ) -> tuple[Sample | Issue, list[Issue]]:
-    """A decoded image kept as a sample, or the reason it is dropped; with what was changed."""
+    """A decoded image kept as a sample, with what was changed; or the reason it is dropped.
+    Only a kept image takes a name in the cleaned folder."""
     image = seen.image
-    out_name = names.claim(name, image.data is not None)
-    issues = [Issue(name, change, f"{name} -> {out_name}") for change in image.changes]
+    issues = []
     if annotation is None:
         issues.append(Issue(name, "negative_kept", "image without annotation kept as a negative"))
         annotation = Annotation(name, image.width, image.height, ())
-    fitted, issue = fit_to_image(replace(annotation, filename=out_name), image.width, image.height)
+    fitted, issue = fit_to_image(annotation, image.width, image.height)
     if fitted is None:
-        return replace(issue, file=name), issues
-    issues += [replace(issue, file=name)] if issue else []
+        return issue, []
+    issues += [issue] if issue else []
     cleaned, box_issues = clean_boxes(fitted, rules, drop_difficult)
     issues += box_issues
     if not cleaned.boxes and annotation.boxes:
-        return Issue(name, "no_valid_boxes", "no usable box left after cleaning"), issues
-    return Sample(out_name, cleaned, seen.sha256, name), issues
+        why = ", ".join(f"{reason} x{n}" for reason, n in _count(i.reason for i in box_issues).items())
+        return Issue(name, "no_valid_boxes", f"no usable box left after cleaning ({why})"), []
+    out_name = names.claim(name, image.data is not None)
+    issues = [Issue(name, change, f"{name} -> {out_name}") for change in image.changes] + issues
+    return Sample(out_name, replace(cleaned, filename=out_name), seen.sha256, name), issues
 
 
 def _write(source: Path, image: Normalised, target: Path) -> None:

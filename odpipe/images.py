@@ -16,10 +16,13 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-PASS_THROUGH_FORMATS = {"JPEG", "PNG"}  # what a TFRecord can hold as it is
+# What a TFRecord can hold as it is. MPO is how Pillow names many phones' JPEGs (a JPEG with a
+# second, preview image appended), which TensorFlow decodes as the JPEG it is.
+PASS_THROUGH_FORMATS = {"JPEG", "MPO", "PNG"}
 EXIF_ORIENTATION = 0x0112
 SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 JPEG_QUALITY = 95
+ASPECT_TOLERANCE = 0.01  # a resize rounds each side to whole pixels: allow 1% of aspect drift
 # Pillow's own default limit against decompression bombs (about 89 megapixels); Pillow warns
 # above it and refuses above twice it. odpipe refuses above it, with a reason, per image.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -59,14 +62,23 @@ def displayed_size(path: Path) -> tuple[int, int]:
         return (height, width) if _swaps_sides(image) else (width, height)
 
 
+def _same_aspect(a: tuple[int, int], b: tuple[int, int], tolerance: float) -> bool:
+    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1) <= tolerance
+
+
 def _orient(image: Image.Image, claimed: tuple[int, int] | None) -> tuple[Image.Image, bool]:
-    """Pixels as the labelling tool showed them. A 90-degree EXIF rotation is applied when the
-    annotation's size (``claimed``) is the rotated one, or unknown; flips and 180 are always
-    applied, as every current labelling tool and browser does."""
+    """Pixels as the labelling tool showed them. A 90-degree EXIF rotation is applied unless
+    the annotation's size (``claimed``, perhaps of a resized copy) has the unrotated shape and
+    not the rotated one, i.e. the tool showed raw pixels; flips and 180 are always applied, as
+    every current labelling tool and browser does."""
     if image.getexif().get(EXIF_ORIENTATION, 1) == 1:
         return image, False
-    if _swaps_sides(image) and claimed and claimed == image.size:  # the tool showed raw pixels
-        return image, False
+    if _swaps_sides(image) and claimed:
+        raw, turned = image.size, image.size[::-1]
+        if _same_aspect(claimed, raw, ASPECT_TOLERANCE) and not _same_aspect(claimed, turned, ASPECT_TOLERANCE):
+            return image, False
+        if claimed == raw:  # a square image: the size cannot tell, and the tool showed raw pixels
+            return image, False
     return ImageOps.exif_transpose(image), True
 
 

@@ -8,20 +8,37 @@ most ``window`` items are in flight, so memory does not grow with the dataset.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def cpu_quota(cpu_max: Path = CPU_MAX) -> int | None:
+    """The CPUs a container's quota allows (``docker --cpus``, a Kubernetes limit), rounded
+    up; None when there is no quota. The affinity mask does not show such a limit."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+
+
 def available_cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use: its CPU set, capped by a container's CPU quota (a
+    4-CPU pod on a 64-core host must not start 64 workers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, cpu_quota() or cores)
 
 
 def resolve_workers(workers: int | None, key: str) -> int:
@@ -37,8 +54,9 @@ class Workers:
     """A pool of ``count`` worker processes (none when 1: work runs in this process), opened
     once per stage and used for each ``map``.
 
-    Workers come from a fork server, a clean interpreter: a process that has imported
-    TensorFlow (a test run, the tfrecord stage) must not be forked itself.
+    Workers start from a fork server that preloads nothing, never as forks of this process:
+    a process that has imported TensorFlow (a test run, the tfrecord stage) must not be
+    forked. Each worker imports what it needs once, when it starts.
     """
 
     def __init__(self, count: int, window: int | None = None) -> None:
@@ -48,7 +66,9 @@ class Workers:
 
     def __enter__(self) -> Workers:
         if self.count > 1:
-            self._pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("forkserver"))
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([])
+            self._pool = ProcessPoolExecutor(self.count, mp_context=context)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from odpipe.annotations import IMAGE_SUFFIXES
 from odpipe.download import GB, extract, fetch_archive
+from odpipe.parallel import available_cores
 from odpipe.synthetic import SyntheticSpec, generate
 
 # Every annotation format's files: VOC XML, CSV, COCO/LinkedAI JSON, YOLO txt + data.yaml.
@@ -40,7 +41,7 @@ def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
     that would unpack to more than ``dataset.max_extract_gb`` is refused before anything is written."""
     source = dataset["source"]
     if source == "synthetic":
-        generate(SyntheticSpec.from_config(dataset), dst)
+        generate(SyntheticSpec.from_config(dataset), dst, workers=available_cores())
     elif source == "local":
         copy_local(Path(dataset["path"]).expanduser(), dst)
     elif source == "archive":

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from odpipe.annotations import Annotation, Box, write_voc
+from odpipe.parallel import Workers
 
 Draw = Callable[[ImageDraw.ImageDraw, tuple[int, int, int, int], tuple[int, int, int]], None]
 
@@ -143,17 +145,19 @@ def render_image(spec: SyntheticSpec, index: int) -> tuple[bytes, Annotation]:
     return buffer.getvalue(), Annotation(filename, width, height, tuple(boxes))
 
 
-def generate(spec: SyntheticSpec, out_dir: Path) -> list[Path]:
-    """Write ``spec.num_images`` JPEG + VOC XML pairs into ``out_dir``; returns the images."""
+def generate(spec: SyntheticSpec, out_dir: Path, workers: int = 1) -> list[Path]:
+    """Write ``spec.num_images`` JPEG + VOC XML pairs into ``out_dir``; returns the images.
+    Images are drawn by ``workers`` processes: each is pure in (spec, index), so the files are
+    the same for any count."""
     unknown = sorted(set(spec.classes) - set(SHAPES))
     if unknown:
         raise ValueError(f"synthetic dataset: no shape named {unknown}; choose from {sorted(SHAPES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for index in range(spec.num_images):
-        jpeg, annotation = render_image(spec, index)
-        image_path = out_dir / annotation.filename
-        image_path.write_bytes(jpeg)
-        write_voc(annotation, image_path.with_suffix(".xml"))
-        written.append(image_path)
+    with Workers(workers) as pool:
+        for jpeg, annotation in pool.map(partial(render_image, spec), range(spec.num_images)):
+            image_path = out_dir / annotation.filename
+            image_path.write_bytes(jpeg)
+            write_voc(annotation, image_path.with_suffix(".xml"))
+            written.append(image_path)
     return written

@@ -10,6 +10,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,16 @@ class ImageBoxes:
 
 
 def group_csv_rows(rows: Iterable[dict]) -> list[ImageBoxes]:
-    """Collapse the one-row-per-box CSV into one record per image, in first-seen order; a row
-    with no class is an image without boxes."""
-    grouped: dict[str, list[dict]] = {}
-    for row in rows:
-        grouped.setdefault(row["filename"], []).append(row)
-    records = []
-    for name, group in grouped.items():
+    """Collapse the one-row-per-box CSV into one record per image, in order; a row with no
+    class is an image without boxes. ``convert`` writes an image's rows together, so rows are
+    grouped as they stream by and only the records are kept."""
+    records: list[ImageBoxes] = []
+    seen: set[str] = set()
+    for name, rows_of_image in groupby(rows, key=lambda row: row["filename"]):
+        if name in seen:
+            raise ValueError(f"the rows of {name} are not together in the CSV")
+        seen.add(name)
+        group = list(rows_of_image)
         boxes = [r for r in group if r.get("class")]
         records.append(
             ImageBoxes(

@@ -151,7 +151,9 @@ def run_tags(root: Path) -> dict[str, str]:
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
-    items = [Param(k, v) for k, v in sorted(params.items())]
+    """Params under keys MLflow accepts: a config key can hold a class name too
+    (``dataset.class_map.hard hat (yellow)``)."""
+    items = [Param(metric_key(k), v) for k, v in sorted(params.items())]
     for start in range(0, len(items), MAX_BATCH):
         client.log_batch(run_id, params=items[start : start + MAX_BATCH])
 

@@ -6,12 +6,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from odpipe.annotations import annotation_to_dict
-from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report, split_samples
+from odpipe.cleaning import ClassRules, CleanPolicy, clean, issues_as_dicts, report, split_samples
 from odpipe.files import fresh_dir, write_json, write_jsonl
-from odpipe.formats import voc_imagesets
+from odpipe.formats import read_dataset, voc_imagesets
 from odpipe.parallel import resolve_workers
 from odpipe.report import markdown, sample_grid
 from odpipe.runtime import stage
+from odpipe.splitting import group_pattern_matches
 
 log = logging.getLogger(__name__)
 GRID_IMAGES = 16
@@ -30,7 +31,9 @@ def main(cfg: DictConfig) -> None:
     )
     out = fresh_dir(cfg.paths.clean_split)
     images = Path(cfg.paths.clean_images)
-    index, result = clean_folder(raw, images, dataset.format, dataset, rules, policy)
+    index, parsed = read_dataset(raw, dataset.format, dataset)
+    group_pattern_matches(index.paths, options.group_pattern)  # a pattern that matches nothing fails now, not last
+    result = clean(raw, images, index, parsed, rules, policy)
 
     lists = voc_imagesets(raw, index) if options.use_imagesets else {}
     splits = split_samples(result.kept, lists, options.ratios, options.seed, options.group_pattern)

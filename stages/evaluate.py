@@ -19,7 +19,7 @@ from odpipe.evaluation import (
     load_detector,
 )
 from odpipe.export import LABEL_MAP_NAME
-from odpipe.files import fresh_dir, read_csv, write_csv, write_json
+from odpipe.files import fresh_dir, iter_csv, write_csv, write_json
 from odpipe.label_map import read_label_map
 from odpipe.report import side_by_side
 from odpipe.runtime import EVERY_STAGE, stage
@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> None:
     def run(split: str):
         """Each image's boxes and detections; the images themselves are read as the model needs
         them and not kept, so memory does not grow with the split."""
-        records = group_csv_rows(read_csv(Path(cfg.paths.convert) / f"{split}.csv"))
+        records = group_csv_rows(iter_csv(Path(cfg.paths.convert) / f"{split}.csv"))
         encoded = ((images / r.filename).read_bytes() for r in records)
         detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
         return records, detections, speed

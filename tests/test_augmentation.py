@@ -11,11 +11,20 @@ import pytest
 from PIL import Image
 
 from odpipe.annotations import read_voc, to_csv_rows
-from odpipe.augmentation import Policy, augment, augment_one, build_transform, preview_grid
+from odpipe.augmentation import Policy, augment, augment_one, build_transform, preview_grid, split_examples
 from odpipe.label_map import class_ids
+from odpipe.parallel import Workers
 from odpipe.runtime import compose_config
 from odpipe.synthetic import generate
-from odpipe.tfrecord import ImageBoxes, group_csv_rows, read_examples, shard_pattern, with_images, write_tfrecords
+from odpipe.tfrecord import (
+    ImageBoxes,
+    group_csv_rows,
+    read_examples,
+    shard_pattern,
+    with_images,
+    write_serialized,
+    write_tfrecords,
+)
 
 from .conftest import CLASSES, ROOT
 
@@ -112,3 +121,18 @@ def test_every_shipped_policy_builds_and_a_bad_one_is_named() -> None:
 def test_the_preview_shows_each_image_beside_its_copies(examples) -> None:
     grid = preview_grid(examples, _policy("default"), list(CLASSES), rows=2)
     assert grid.size == (3 * 256, 2 * 256)
+
+
+def test_train_records_are_the_same_bytes_for_any_number_of_workers(examples, tmp_path: Path) -> None:
+    """What the tfrecord stage writes for the train split, originals and augmented copies in
+    their shuffled order, built in this process and by two worker processes."""
+    records = [record for record, _ in examples]
+    policy = _policy("default")
+    written = []
+    for count in (1, 2):
+        with Workers(count) as workers:
+            serialized = split_examples(records, tmp_path / "raw", policy, order_seed=0, workers=workers)
+            paths, _ = write_serialized(serialized, tmp_path / f"w{count}", "train", 2)
+        written.append([p.read_bytes() for p in paths])
+    assert written[0] == written[1]
+    assert len(list(read_examples(shard_pattern(tmp_path / "w2", "train")))) == len(records) * (1 + policy.copies)

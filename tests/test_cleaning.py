@@ -87,7 +87,8 @@ def test_each_broken_input_gets_its_reason(corpus) -> None:
     assert decisions[images[1].name] == {"annotation_invalid"}
     assert decisions[images[2].name] == {"no_annotation"}
     assert {"box_clipped", "box_empty"} <= decisions[images[3].name]
-    assert decisions[images[4].name] == {"unknown_class", "no_valid_boxes"}
+    assert decisions[images[4].name] == {"no_valid_boxes"}
+    assert "unknown_class x1" in next(i.detail for i in result.dropped if i.file == images[4].name)
     assert decisions[images[5].name] == {"image_empty"}
     assert images[6].name not in decisions and decisions[images[7].name] == {"duplicate"}
     assert decisions[images[8].name] == {"size_mismatch"}
@@ -312,3 +313,13 @@ def test_output_is_identical_for_any_number_of_workers(corpus) -> None:
     assert _tree(_out(root)) == one_files and one_files
     assert json.dumps(issues_as_dicts(one)) == json.dumps(issues_as_dicts(two))
     assert one.kept == two.kept
+
+
+def test_a_copy_of_a_dropped_image_is_judged_on_its_own(spec, tmp_path: Path) -> None:
+    images = generate(spec, tmp_path)
+    images[1].write_bytes(images[0].read_bytes())
+    images[1].with_suffix(".xml").write_text(images[0].with_suffix(".xml").read_text())
+    _voc(images[0], 10_000, 5_000, Box("circle", 1, 1, 9, 9))  # unusable labels on the first copy
+    result = _clean(tmp_path)
+    assert _decisions(result)[images[0].name] == {"size_mismatch"}
+    assert images[1].name in {s.source for s in result.kept}

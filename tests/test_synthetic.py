@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from dataclasses import replace
+import io
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from PIL import Image
 
 from odpipe.annotations import read_voc
-from odpipe.synthetic import generate, render_image
+from odpipe.synthetic import SyntheticSpec, generate, render_image
 
 
 def test_images_are_deterministic_and_do_not_depend_on_the_count(spec) -> None:
@@ -41,3 +42,24 @@ def test_object_sizes_span_small_to_large(spec) -> None:
         short = min(annotation.width, annotation.height)
         fractions += [max(b.xmax - b.xmin, b.ymax - b.ymin) / short for b in annotation.boxes]
     assert min(fractions) < 0.2 and max(fractions) > 0.4
+
+
+def test_jpeg_quality_is_a_setting_that_defaults_to_the_built_in_data(spec) -> None:
+    assert SyntheticSpec.from_config({**asdict(spec), "jpeg_quality": 75}).jpeg_quality == 75
+    assert SyntheticSpec.from_config({k: v for k, v in asdict(spec).items() if k != "jpeg_quality"}) == spec
+    default, annotation = render_image(spec, 0)
+    assert render_image(replace(spec, jpeg_quality=90), 0) == (default, annotation)  # the built-in data as it was
+    smaller, same_annotation = render_image(replace(spec, jpeg_quality=50), 0)
+    assert same_annotation == annotation and len(smaller) < len(default)
+    with Image.open(io.BytesIO(smaller)) as low, Image.open(io.BytesIO(default)) as high:
+        # libjpeg scales its quantisation tables with the quality: the coarser steps are larger.
+        assert sum(low.quantization[0]) > sum(high.quantization[0])
+
+
+def test_workers_draw_the_same_files(spec, tmp_path: Path) -> None:
+    one = [p.read_bytes() for p in generate(spec, tmp_path / "one")]
+    two = [p.read_bytes() for p in generate(spec, tmp_path / "two", workers=2)]
+    assert one == two
+    assert [read_voc(p) for p in sorted((tmp_path / "one").glob("*.xml"))] == [
+        read_voc(p) for p in sorted((tmp_path / "two").glob("*.xml"))
+    ]
