@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from odpipe.annotations import read_voc
+from odpipe.files import read_jsonl
 from odpipe.project import copy_project, run_dvc
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.splitting import SPLITS
@@ -59,7 +60,14 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
     assert summary["kept"] == kept
     assert summary["dropped_by_reason"] == ({"image_unreadable": 1} if fmt == "voc" else {})
     assert summary["images_in"] == kept + summary["dropped"]
-    assert sum(s["boxes"] for s in summary["splits"].values()) == boxes
+    # test_formats.write_coco adds one crowd region: reported with the boxes, in val's or
+    # test's TFRecords as an is_crowd box for evaluation to ignore, never in train's.
+    crowds = {
+        split: sum(b["crowd"] for a in read_jsonl(work / paths.clean_split / f"{split}.jsonl") for b in a["boxes"])
+        for split in SPLITS
+    }
+    assert sum(crowds.values()) == (fmt == "coco")
+    assert sum(s["boxes"] for s in summary["splits"].values()) == boxes + sum(crowds.values())
     if fmt == "voc":  # ImageSets/Main/test.txt pins the test split
         test_images = [
             json.loads(line)["filename"] for line in (work / paths.clean_split / "test.jsonl").read_text().splitlines()
@@ -68,7 +76,8 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
     assert (work / paths.clean_split_markdown).read_text().startswith("# Dataset cleaning")
     assert (work / paths.clean_split_grid).stat().st_size > 0
     decoded = [e for split in SPLITS for e in read_examples(shard_pattern(work / paths.tfrecord, split))]
-    assert len(decoded) == kept and sum(len(e["groundtruth_classes"]) for e in decoded) == boxes
+    assert len(decoded) == kept
+    assert sum(len(e["groundtruth_classes"]) for e in decoded) == boxes + crowds["val"] + crowds["test"]
     if fmt == "voc":
         metrics = json.loads((work / paths.evaluate_report).read_text())
         assert metrics["num_images"] > 0 and 0 <= metrics["map_50"] <= 1
