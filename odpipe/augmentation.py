@@ -159,12 +159,19 @@ def split_examples(
 ) -> Iterator[bytes]:
     """A split's serialized Examples in the order they are written, each image read when its
     turn comes (memory stays flat). The train split (``order_seed`` given) gets the policy's
-    copies and the seeded random order of ``tfrecord.shuffled``; the others are as they are."""
+    copies and the seeded random order of ``tfrecord.shuffled``; the others are as they are.
+    Augmented copies are drawn by the workers."""
     if order_seed is None:
         units: Iterable[tuple[ImageBoxes, int]] = ((record, 0) for record in records)
     else:
         units = shuffled(records, policy.copies, order_seed)
-    return workers.map(partial(example_bytes, image_root=image_root, policy=policy), units)
+    return workers.map(partial(example_bytes, image_root=image_root, policy=policy), units, inline=is_original)
+
+
+def is_original(unit: tuple[ImageBoxes, int]) -> bool:
+    """An image written as it is: cheaper to build here than to ship to a worker and back
+    (measured by ``make bench-data``); augmented copies go to the workers."""
+    return unit[1] == 0
 
 
 def as_annotation(record: ImageBoxes) -> Annotation:

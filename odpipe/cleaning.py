@@ -8,7 +8,9 @@ annotation file or entry that could not be used is listed with its reason too.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -86,7 +88,10 @@ class CleanResult:
 
 
 def clip_box(box: Box, width: int, height: int) -> Box | None:
-    """The box clipped to the image, or None when nothing of it is left."""
+    """The box clipped to the image (the same object when inside it), or None when nothing of
+    it is left."""
+    if 0 <= box.xmin < box.xmax <= width and 0 <= box.ymin < box.ymax <= height:
+        return box
     clipped = replace(
         box,
         xmin=min(max(box.xmin, 0.0), width),
@@ -136,12 +141,13 @@ def clean_boxes(annotation: Annotation, rules: ClassRules, drop_difficult: bool)
         if drop_difficult and box.difficult:
             issues.append(Issue(name, "difficult_dropped", f"difficult box of class {label!r} dropped by config"))
             continue
+        labelled = box if label == box.label else replace(box, label=label)
+        clipped = clip_box(labelled, annotation.width, annotation.height)
         coords = f"{box.xmin:g},{box.ymin:g},{box.xmax:g},{box.ymax:g}"
-        clipped = clip_box(replace(box, label=label), annotation.width, annotation.height)
         if clipped is None:
             issues.append(Issue(name, "box_empty", f"box {coords} is empty or outside the image"))
             continue
-        if clipped != replace(box, label=label):
+        if clipped is not labelled:
             issues.append(Issue(name, "box_clipped", f"box {coords} clipped to the image"))
         boxes.append(clipped)
     return replace(annotation, boxes=tuple(boxes)), issues
@@ -149,41 +155,56 @@ def clean_boxes(annotation: Annotation, rules: ClassRules, drop_difficult: bool)
 
 @dataclass(frozen=True)
 class Inspected:
-    """What a worker learnt of one image file: its content hash and either the image ready
-    to train on, or why it cannot be used (``reason``, ``detail``)."""
+    """What a worker learnt of one image file: its content hash and either the image ready to
+    train on (its size and changes; its bytes are in the staging file), or why it cannot be
+    used (``reason``, ``detail``)."""
 
     sha256: str
     image: Normalised | None
+    converted: bool = False
     reason: str = ""
     detail: str = ""
 
 
-def inspect_image(job: tuple[str, tuple[int, int] | None], root: Path, max_pixels: int | None) -> Inspected:
-    """Hash, decode and (when needed) convert one image; runs in a worker process."""
-    name, claimed = job
+def inspect_image(job: tuple[str, tuple[int, int] | None, Path], root: Path, max_pixels: int | None) -> Inspected:
+    """Hash, decode and (when needed) convert one image, and write the bytes to train on to
+    the job's staging file; runs in a worker process, so the copying is parallel too."""
+    name, claimed, staged = job
     path = root / name
     try:
         raw = path.read_bytes()
     except OSError as err:
-        return Inspected(f"unread:{name}", None, "image_unreadable", f"{path}: {err}")
+        return Inspected(f"unread:{name}", None, False, "image_unreadable", f"{path}: {err}")
     digest = hashlib.sha256(raw).hexdigest()
     try:
-        return Inspected(digest, normalise_image(raw, claimed, max_pixels))
+        image = normalise_image(raw, claimed, max_pixels)
+        staged.write_bytes(image.data or raw)
+        return Inspected(digest, replace(image, data=None), image.data is not None)
     except ImageTooLargeError as err:
-        return Inspected(digest, None, "image_too_large", f"{path}: {err}")
+        return Inspected(digest, None, False, "image_too_large", f"{path}: {err}")
     except DECODE_ERRORS as err:
-        return Inspected(digest, None, "image_empty" if not raw else "image_unreadable", f"{path}: {err}")
+        return Inspected(digest, None, False, "image_empty" if not raw else "image_unreadable", f"{path}: {err}")
     except Exception as err:  # noqa: BLE001  Pillow raises more than it documents on malformed files
-        return Inspected(digest, None, "image_unreadable", f"{path}: {err!r}")
+        return Inspected(digest, None, False, "image_unreadable", f"{path}: {err!r}")
 
 
-class OutputNames:
-    """Names in the cleaned folder, unique even when conversion changes an extension: ``a.png``
-    becomes ``a.jpg``, or ``a.png.jpg`` when an ``a.jpg`` exists too (compared ignoring case,
-    as a Windows or macOS checkout would)."""
+class CleanedFolder:
+    """The cleaned images' folder. Names stay unique even when conversion changes an
+    extension: ``a.png`` becomes ``a.jpg``, or ``a.png.jpg`` when an ``a.jpg`` exists too
+    (compared ignoring case, as a Windows or macOS checkout would)."""
 
-    def __init__(self, inputs: Iterable[str]) -> None:
+    def __init__(self, root: Path, inputs: Iterable[str]) -> None:
+        self.root = root
         self._taken = {name.lower() for name in inputs}
+        self._folders: set[Path] = set()
+
+    def place(self, staged: Path, name: str) -> None:
+        """Move a staged image in under ``name`` (one rename: no copy in this process)."""
+        target = self.root / name
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
+        os.replace(staged, target)
 
     def claim(self, name: str, converted: bool) -> str:
         if not converted or name.lower().endswith((".jpg", ".jpeg")):
@@ -233,40 +254,64 @@ def _jobs(index: ImageIndex, parsed: Parsed, policy: CleanPolicy, result: CleanR
     result.unused = [issue for issue in result.unused if id(issue) not in moved]
 
 
+CHUNK = 16  # images per hand-over to a worker: fewer hand-overs leave this process free to decide
+
+
 def clean(
     root: Path, out_dir: Path, index: ImageIndex, parsed: Parsed, rules: ClassRules, policy: CleanPolicy
 ) -> CleanResult:
     """Decide on every image under ``root`` given its parsed annotation, writing each kept
     image into ``out_dir`` as soon as it is decided.
 
-    Workers decode and convert; this process takes every decision that depends on earlier
-    images (duplicates, names), in sorted order, so the result is the same for any number of
-    workers.
+    Workers decode, convert and write each image to a staging file; this process takes every
+    decision that depends on earlier images (duplicates, names), in sorted order, and renames
+    the staging file into place, so the result is the same for any number of workers.
     """
     result = CleanResult(unused=list(parsed.issues), fixed=list(parsed.box_issues))
-    names = OutputNames(index.paths)
+    out = CleanedFolder(out_dir, index.paths)
     first_of: dict[str, str] = {}  # content hash -> first image with it
-    todo = [(n, _claimed(parsed.annotations.get(n))) for n in _jobs(index, parsed, policy, result)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    jobs = enumerate(_jobs(index, parsed, policy, result))
+    todo = [(n, _claimed(parsed.annotations.get(n)), staging / str(i)) for i, n in jobs]
     inspect = partial(inspect_image, root=root, max_pixels=policy.max_image_pixels)
-    with Workers(policy.workers) as workers:
-        for (name, _), seen in zip(todo, workers.map(inspect, todo), strict=True):
-            annotation = parsed.annotations.get(name)
-            if seen.sha256 in first_of:
-                first = first_of[seen.sha256]
-                result.dropped.append(duplicate_issue(name, first, annotation, parsed.annotations.get(first)))
-                continue
-            if seen.image is None:
-                result.dropped.append(Issue(name, seen.reason, seen.detail))
-                continue
-            sample, issues = _decide(name, seen, annotation, names, rules, policy.drop_difficult)
-            if isinstance(sample, Issue):  # a copy of it may still be usable: it is not a duplicate
-                result.dropped.append(sample)
-                continue
-            first_of[seen.sha256] = name
-            result.fixed.extend(issues)
-            _write(root / name, seen.image, out_dir / sample.image)
-            result.kept.append(sample)
+    with Workers(policy.workers, chunk=CHUNK) as workers:
+        try:
+            for (name, _, staged), seen in zip(todo, workers.map(inspect, todo), strict=True):
+                _settle(name, seen, staged, parsed, first_of, out, rules, policy, result)
+        finally:
+            shutil.rmtree(staging)
     return result
+
+
+def _settle(
+    name: str,
+    seen: Inspected,
+    staged: Path,
+    parsed: Parsed,
+    first_of: dict[str, str],
+    out: CleanedFolder,
+    rules: ClassRules,
+    policy: CleanPolicy,
+    result: CleanResult,
+) -> None:
+    """One image's decision, in input order: its staged bytes renamed into place, or dropped."""
+    annotation = parsed.annotations.get(name)
+    if seen.sha256 in first_of:
+        first = first_of[seen.sha256]
+        result.dropped.append(duplicate_issue(name, first, annotation, parsed.annotations.get(first)))
+        return
+    if seen.image is None:
+        result.dropped.append(Issue(name, seen.reason, seen.detail))
+        return
+    sample, issues = _decide(name, seen, annotation, out, rules, policy.drop_difficult)
+    if isinstance(sample, Issue):  # a copy of it may still be usable: it is not a duplicate
+        result.dropped.append(sample)
+        return
+    first_of[seen.sha256] = name
+    result.fixed.extend(issues)
+    out.place(staged, sample.image)
+    result.kept.append(sample)
 
 
 def _claimed(annotation: Annotation | None) -> tuple[int, int] | None:
@@ -277,7 +322,7 @@ def _decide(
     name: str,
     seen: Inspected,
     annotation: Annotation | None,
-    names: OutputNames,
+    out: CleanedFolder,
     rules: ClassRules,
     drop_difficult: bool,
 ) -> tuple[Sample | Issue, list[Issue]]:
@@ -297,18 +342,9 @@ def _decide(
     if not cleaned.boxes and annotation.boxes:
         why = ", ".join(f"{reason} x{n}" for reason, n in _count(i.reason for i in box_issues).items())
         return Issue(name, "no_valid_boxes", f"no usable box left after cleaning ({why})"), []
-    out_name = names.claim(name, image.data is not None)
+    out_name = out.claim(name, seen.converted)
     issues = [Issue(name, change, f"{name} -> {out_name}") for change in image.changes] + issues
     return Sample(out_name, replace(cleaned, filename=out_name), seen.sha256, name), issues
-
-
-def _write(source: Path, image: Normalised, target: Path) -> None:
-    """The kept image into the cleaned folder: its converted bytes, else a copy of the file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if image.data is None:
-        shutil.copyfile(source, target)
-    else:
-        target.write_bytes(image.data)
 
 
 def _count(items: Iterable[str]) -> dict[str, int]:

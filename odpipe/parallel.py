@@ -59,9 +59,10 @@ class Workers:
     forked. Each worker imports what it needs once, when it starts.
     """
 
-    def __init__(self, count: int, window: int | None = None) -> None:
+    def __init__(self, count: int, chunk: int = 1, window: int | None = None) -> None:
         self.count = count
-        self.window = window or 4 * count
+        self.chunk = chunk  # items sent together: each hand-over costs this process time
+        self.window = window or 4 * count  # chunks in flight
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Workers:
@@ -76,16 +77,37 @@ class Workers:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """``map(fn, items)``, in order, with at most ``window`` items in flight. ``fn`` must be
-        a module-level function (or a partial of one) and items picklable."""
+    def map(self, fn: Callable[[T], R], items: Iterable[T], inline: Callable[[T], bool] | None = None) -> Iterator[R]:
+        """``map(fn, items)``, in order, with at most ``window`` chunks in flight. ``fn`` must be
+        a module-level function (or a partial of one) and items picklable. Items for which
+        ``inline`` says so run here: work lighter than sending it to a process and back (an
+        image written as it is) costs less in this process."""
         if self._pool is None:
             yield from map(fn, items)
             return
         pending: deque[Future] = deque()
+        chunk: list[T] = []
         for item in items:
-            pending.append(self._pool.submit(fn, item))
-            if len(pending) >= self.window:
-                yield pending.popleft().result()
+            if inline is not None and inline(item):
+                if chunk:
+                    pending.append(self._pool.submit(_apply, fn, chunk))
+                    chunk = []
+                done: Future = Future()
+                done.set_result([fn(item)])
+                pending.append(done)
+            else:
+                chunk.append(item)
+                if len(chunk) == self.chunk:
+                    pending.append(self._pool.submit(_apply, fn, chunk))
+                    chunk = []
+            while pending and (pending[0].done() or len(pending) >= self.window):
+                yield from pending.popleft().result()
+        if chunk:
+            pending.append(self._pool.submit(_apply, fn, chunk))
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft().result()
+
+
+def _apply(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
+    """One hand-over's work, in a worker."""
+    return [fn(item) for item in chunk]
