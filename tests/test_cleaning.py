@@ -248,13 +248,20 @@ def test_converted_names_never_collide(tmp_path: Path) -> None:
     assert _written(raw, result.kept[0]) == (raw / "a.jpg").read_bytes()
 
 
+def _handmade_xml(path: Path, size: str, *objects: tuple[str, int, int, int, int]) -> None:
+    """A VOC XML written by hand, as other tools (or LabelImg's bugs) leave them: ``size`` is
+    the ``<size>`` element or nothing."""
+    boxes = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for name, x0, y0, x1, y1 in objects
+    )
+    path.write_text(f"<annotation><filename>{path.stem}.jpg</filename>{size}{boxes}</annotation>")
+
+
 def test_voc_coordinates_are_one_based(tmp_path: Path) -> None:
     _photo(tmp_path / "x.jpg", (64, 48))
-    (tmp_path / "x.xml").write_text(
-        "<annotation><filename>x.jpg</filename><size><width>64</width><height>48</height></size>"
-        "<object><name>circle</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>64</xmax><ymax>48</ymax>"
-        "</bndbox></object></annotation>"
-    )
+    _handmade_xml(tmp_path / "x.xml", "<size><width>64</width><height>48</height></size>", ("circle", 1, 1, 64, 48))
     ((box,),) = [s.annotation.boxes for s in _clean(tmp_path).kept]
     assert (box.xmin, box.ymin, box.xmax, box.ymax) == (0, 0, 64, 48)  # the whole image, nothing clipped
 
@@ -262,12 +269,7 @@ def test_voc_coordinates_are_one_based(tmp_path: Path) -> None:
 def test_labelimg_quirks_drop_the_box_or_nothing(tmp_path: Path) -> None:
     """No <size>: the image's own size is used. An empty <name>: only that box is dropped."""
     _photo(tmp_path / "x.jpg", (64, 48))
-    (tmp_path / "x.xml").write_text(
-        "<annotation><filename>x.jpg</filename>"
-        "<object><name></name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
-        "<object><name>circle</name><bndbox><xmin>11</xmin><ymin>11</ymin><xmax>30</xmax><ymax>30</ymax>"
-        "</bndbox></object></annotation>"
-    )
+    _handmade_xml(tmp_path / "x.xml", "", ("", 2, 2, 9, 9), ("circle", 11, 11, 30, 30))
     result = _clean(tmp_path)
     (sample,) = result.kept
     assert (sample.annotation.width, sample.annotation.height) == (64, 48)
