@@ -22,12 +22,12 @@ from odpipe.annotations import Annotation, Box
 from odpipe.boxes import agreement
 from odpipe.formats import ImageIndex, Issue, Parsed, read_dataset
 from odpipe.images import (
-    ASPECT_TOLERANCE,
     DECODE_ERRORS,
     DEFAULT_MAX_PIXELS,
     ImageTooLargeError,
     Normalised,
     normalise_image,
+    same_aspect,
 )
 from odpipe.parallel import Workers
 from odpipe.report import box_sizes
@@ -116,7 +116,7 @@ def fit_to_image(annotation: Annotation, width: int, height: int) -> tuple[Annot
         return replace(annotation, width=width, height=height), None
     sx, sy = width / annotation.width, height / annotation.height
     says = f"annotation says {annotation.width}x{annotation.height}, image is {width}x{height}"
-    if abs(sx / sy - 1) > ASPECT_TOLERANCE:
+    if not same_aspect((width, height), claimed):
         return None, Issue(
             annotation.filename, "size_mismatch", f"{says}: aspect ratios differ, boxes cannot be mapped"
         )

@@ -62,8 +62,9 @@ def displayed_size(path: Path) -> tuple[int, int]:
         return (height, width) if _swaps_sides(image) else (width, height)
 
 
-def _same_aspect(a: tuple[int, int], b: tuple[int, int], tolerance: float) -> bool:
-    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1) <= tolerance
+def same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two sizes have one shape, give or take the rounding of a resize."""
+    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1) <= ASPECT_TOLERANCE
 
 
 def _orient(image: Image.Image, claimed: tuple[int, int] | None) -> tuple[Image.Image, bool]:
@@ -75,7 +76,7 @@ def _orient(image: Image.Image, claimed: tuple[int, int] | None) -> tuple[Image.
         return image, False
     if _swaps_sides(image) and claimed:
         raw, turned = image.size, image.size[::-1]
-        if _same_aspect(claimed, raw, ASPECT_TOLERANCE) and not _same_aspect(claimed, turned, ASPECT_TOLERANCE):
+        if same_aspect(claimed, raw) and not same_aspect(claimed, turned):
             return image, False
         if claimed == raw:  # a square image: the size cannot tell, and the tool showed raw pixels
             return image, False
