@@ -243,7 +243,7 @@ def per_class_ap(evaluator: COCOeval, categories: dict[int, str]) -> dict[str, f
     detections), as ``ap/<class>``; -1 for a class without ground truth, as pycocotools does.
 
     The key holds the real class name, whatever its characters: the report is for people and
-    DVC, which take any key; only the keys MLflow sees are cleaned (``tracking.metric_key``)."""
+    DVC, which take any key; only the keys MLflow sees are cleaned (``runs.metric_key``)."""
     precision = evaluator.eval["precision"]  # [iou, recall, class, area, max_dets]
     result = {}
     for k, category_id in enumerate(evaluator.params.catIds):

@@ -24,7 +24,7 @@ from odpipe.label_map import read_label_map
 from odpipe.report import side_by_side
 from odpipe.runtime import EVERY_STAGE, stage
 from odpipe.tfrecord import group_csv_rows
-from odpipe.tracking import (
+from odpipe.runs import (
     file_stem,
     flatten,
     log_artifacts,

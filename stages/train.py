@@ -15,7 +15,7 @@ from odpipe.pipeline_config import load_pipeline
 from odpipe.project import project_root
 from odpipe.runtime import stage
 from odpipe.tfrecord import shard_pattern
-from odpipe.tracking import (
+from odpipe.runs import (
     DATA_VERSION_TAG,
     RESUMED_AT_TAG,
     RESUMED_FROM_TAG,

@@ -25,7 +25,7 @@ from odpipe.project import copy_project, run_dvc, stage_names
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.splitting import SPLITS
 from odpipe.tfrecord import read_examples, shard_pattern
-from odpipe.tracking import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
+from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
 
 from .conftest import ROOT
 

@@ -23,7 +23,7 @@ from odpipe.checkpoints import checkpoint_step, latest
 from odpipe.files import read_csv
 from odpipe.project import copy_project, run_dvc
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
-from odpipe.tracking import RESUMED_AT_TAG, RESUMED_FROM_TAG, read_run_id
+from odpipe.runs import RESUMED_AT_TAG, RESUMED_FROM_TAG, read_run_id
 
 from .conftest import ROOT
 

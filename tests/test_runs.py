@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from odpipe.tracking import (
+from odpipe.runs import (
     TRAIN_RUN_TAG,
     create_run,
     file_stem,
