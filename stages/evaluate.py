@@ -22,8 +22,6 @@ from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import fresh_dir, iter_csv, write_csv, write_json
 from odpipe.label_map import read_label_map
 from odpipe.report import side_by_side
-from odpipe.runtime import EVERY_STAGE, stage
-from odpipe.tfrecord import group_csv_rows
 from odpipe.runs import (
     file_stem,
     flatten,
@@ -36,6 +34,8 @@ from odpipe.runs import (
     run_for_evaluation,
     run_status,
 )
+from odpipe.runtime import EVERY_STAGE, stage
+from odpipe.tfrecord import group_csv_rows
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from odpipe.files import write_csv, write_json
 from odpipe.manifest import folder_digest, sha256_file
 from odpipe.pipeline_config import load_pipeline
 from odpipe.project import project_root
-from odpipe.runtime import stage
-from odpipe.tfrecord import shard_pattern
 from odpipe.runs import (
     DATA_VERSION_TAG,
     RESUMED_AT_TAG,
@@ -25,6 +23,8 @@ from odpipe.runs import (
     resolve_tracking_uri,
     write_run_file,
 )
+from odpipe.runtime import stage
+from odpipe.tfrecord import shard_pattern
 from odpipe.training import Journal, Progress, Schedule, check_val_data, fit, resume_point, rows_table
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from odpipe.evaluation import COCO_STATS, detect, load_detector
 from odpipe.files import read_csv, read_jsonl
 from odpipe.label_map import read_label_map
 from odpipe.project import copy_project, run_dvc, stage_names
+from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.splitting import SPLITS
 from odpipe.tfrecord import read_examples, shard_pattern
-from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
 
 from .conftest import ROOT
 

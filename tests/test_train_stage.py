@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from odpipe.checkpoints import checkpoint_step, latest
 from odpipe.files import read_csv
 from odpipe.project import copy_project, run_dvc
-from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.runs import RESUMED_AT_TAG, RESUMED_FROM_TAG, read_run_id
+from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 
 from .conftest import ROOT
 

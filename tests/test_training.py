@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest, publishing
 from odpipe.distribute import Cluster, check_batch, check_shards
-from odpipe.tfrecord import ImageBoxes, auto_num_shards, shuffled
 from odpipe.runs import RunLogger, artifact_location, ensure_experiment, open_client
+from odpipe.tfrecord import ImageBoxes, auto_num_shards, shuffled
 from odpipe.training import Journal, Schedule, TrainingDiverged, check_finite, check_val_data, val_metrics
 
 
