@@ -6,20 +6,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench bench-augment bench-train bench-data lint format mlflow-ui
+.PHONY: help env params deps repro test bench bench-augment bench-train bench-data bench-track lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 env: $(STAMP)  ## create the virtual environment (once)
 
-# The OD API's PyPI package pins versions that conflict with TF 2.15, so it goes in without
-# its dependencies; pyproject.toml lists what it really needs, constraints.txt pins them all.
+# The OD API's PyPI package pins versions that conflict with TF 2.15, and lvis (which the OD
+# API imports) asks for the GUI build of OpenCV beside our headless one, so both go in without
+# their dependencies; pyproject.toml lists what they really need, constraints.txt pins them all.
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install -q --no-deps tf-object-detection-api==0.1
+	$(PY) -m pip install -q --no-deps tf-object-detection-api==0.1 lvis==0.5.3
 	touch $(STAMP)
 
 params: $(STAMP)  ## compose conf/ into params.yaml (OVERRIDES="train.num_steps=200 ...")
@@ -45,6 +46,9 @@ bench-train: $(STAMP)  ## train stage vs bare model_main_tf2.py: steps/s, val ev
 
 bench-data: $(STAMP)  ## data stages at 2k and 20k images: time, peak RSS, tfrecord vs the notes' converters (ARGS="--sizes 200 500")
 	$(PY) benchmarks/data_speed.py $(ARGS)
+
+bench-track: $(STAMP)  ## video: tracking+counting cost over detection, frame strides, bytetrack vs centroid (after make repro)
+	$(PY) benchmarks/track_speed.py $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

@@ -72,7 +72,7 @@ class SyntheticSpec:
         return cls(**{f.name: dataset[f.name] for f in fields(cls) if f.name in dataset})
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+def background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """A gradient, a stripe or check pattern, and noise: enough texture that a detector
     has to learn shapes rather than 'anything that is not flat'."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -131,7 +131,7 @@ def render_image(spec: SyntheticSpec, index: int) -> tuple[bytes, Annotation]:
     rng = np.random.default_rng([spec.seed, index])
     width = int(rng.integers(spec.min_side, spec.max_side + 1))
     height = int(rng.integers(spec.min_side, spec.max_side + 1))
-    image = _background(rng, width, height)
+    image = background(rng, width, height)
     draw = ImageDraw.Draw(image)
     boxes = []
     for x0, y0, x1, y1 in _place_boxes(rng, spec, width, height):
