@@ -112,12 +112,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-def cli() -> None:
-    """The ``odpipe`` command; ``predict`` is its one subcommand so far."""
-    if len(sys.argv) < 2 or sys.argv[1] != "predict":
-        sys.exit("usage: odpipe predict MODEL_DIR INPUT... [--out DIR] [--min-score S] [--max-detections N]")
-    sys.exit(main(sys.argv[2:]))
-
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -190,6 +190,13 @@ def as_metrics(values: Mapping[str, float], timestamp: int, step: int) -> list[M
     return [Metric(metric_key(k), float(v), timestamp, step) for k, v in sorted(values.items())]
 
 
+def numeric(values: Mapping, prefix: str = "") -> dict[str, float]:
+    """The numbers of a report (flags and text left out), keys prefixed, ready to log."""
+    return {
+        f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
     items = as_metrics(metrics, int(time.time() * 1000), step)
     for start in range(0, len(items), MAX_BATCH):

@@ -27,6 +27,7 @@ from odpipe.runs import (
     flatten,
     log_artifacts,
     log_metrics,
+    numeric,
     open_client,
     read_run_id,
     register_model,
@@ -97,9 +98,11 @@ def main(cfg: DictConfig) -> None:
     )
     with run_status(client, run_id):
         log_metrics(client, run_id, report)
+        log_metrics(client, run_id, numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"))
         reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
         produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
-        log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced)])
+        tracked = (cfg.paths.track_report, cfg.paths.track, cfg.paths.track_frames)
+        log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced, *tracked)])
         if check_quality_gate(metrics, cfg.evaluate.min_map):
             version = register_model(client, run_id, export_dir, cfg.evaluate.registered_model, metrics)
             log.info("registered %s version %s", cfg.evaluate.registered_model, version)

@@ -3,6 +3,7 @@ and each stage is handed only what dvc.yaml declares for it."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
 from odpipe.project import code_deps, stage_names
-from odpipe.runtime import PARAMS_FILE, compose_params, declared_params, load_params, select_keys
+from odpipe.runtime import PARAMS_FILE, compose_config, compose_params, declared_params, load_params, select_keys
+from odpipe.track import TrackSettings
+from odpipe.trackers import ByteTrackParams, CentroidParams
 
 from .conftest import ROOT
 
@@ -27,6 +30,7 @@ def test_committed_params_yaml_is_the_fresh_composition_of_conf(tmp_path: Path) 
 REQUIRED = {
     "dataset=local": ["dataset.path=/data/labelimg", "dataset.classes=[cat,dog]"],
     "dataset=archive": ["dataset.path=https://example.org/data.zip", "dataset.classes=[cat,dog]"],
+    "video=local": ["video.path=/data/cam1.mp4"],
 }
 
 
@@ -34,7 +38,7 @@ REQUIRED = {
     "override",
     [
         f"{group}={p.stem}"
-        for group in ("dataset", "model", "experiment")
+        for group in ("dataset", "model", "augment", "video", "experiment")
         for p in sorted((ROOT / "conf" / group).glob("*.yaml"))
     ],
 )
@@ -71,6 +75,8 @@ def test_every_stage_has_a_script_listed_as_a_dependency() -> None:
         "pipeline_config",
         "train",
         "export",
+        "video",
+        "track",
         "evaluate",
     ]
     for name, stage in stages.items():
@@ -86,3 +92,11 @@ def test_every_stage_depends_on_all_the_code_it_imports() -> None:
     for name, stage in stages.items():
         missing = code_deps(ROOT, f"stages/{name}.py") - set(stage["deps"])
         assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}: run `make deps`"
+
+
+def test_track_defaults_in_conf_are_the_code_defaults() -> None:
+    """`odpipe track` runs on the code's defaults and the stage on conf's: one set of numbers."""
+    track = compose_config(ROOT, []).track
+    assert OmegaConf.to_container(track.bytetrack) == asdict(ByteTrackParams())
+    assert OmegaConf.to_container(track.centroid) == asdict(CentroidParams())
+    assert TrackSettings.from_config(track) == TrackSettings(tracker=asdict(ByteTrackParams()), lines=[], zones=[])

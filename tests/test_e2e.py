@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -192,7 +193,7 @@ def test_reruns_follow_the_declared_params(project: Path) -> None:
 
     # Another augmentation policy: the train TFRecords and what reads them, nothing else.
     ran = _repro(project, ["evaluate.min_score=0.01", "train.num_steps=30", "augment=light"])
-    assert ran == {"tfrecord", "train", "export", "evaluate"}
+    assert ran == {"tfrecord", "train", "export", "track", "evaluate"}
     train_examples = list(read_examples(shard_pattern(project / load_params(project).paths.tfrecord, "train")))
     assert sum("#aug1" in e["filename"].decode() for e in train_examples) == len(train_examples) // 2
 
@@ -224,6 +225,94 @@ def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -
     rows = read_csv(out / "detections.csv")
     assert len(rows) == len(result["detections"]) and {r["class"] for r in rows} <= classes
     assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(i.name for i in images)
+
+
+def _mot_rows(path: Path) -> list[list[float]]:
+    return [[float(v) for v in line.split(",")] for line in path.read_text().splitlines()]
+
+
+def test_track_stage_scores_the_built_in_video(project: Path) -> None:
+    params = load_params(project)
+    paths, spec = params.paths, params.video
+    report = json.loads((project / paths.track_report).read_text())
+    assert report["frames"] == spec.num_frames and report["frames_per_second"] > 0
+    assert {"mota", "idf1", "id_switches", "count_error", "middle/in/true", "middle/out/counted"} <= set(report)
+    truth = json.loads((project / paths.video / "counts.json").read_text())
+    assert report["middle/in/true"] == sum(truth["middle"]["in"].values())
+    out = project / paths.track
+    for frame, _, x, y, w, h, *_ in _mot_rows(out / "tracks.csv"):
+        assert 1 <= frame <= spec.num_frames
+        assert -2 <= x and -2 <= y and x + w <= spec.width + 2 and y + h <= spec.height + 2
+    _agree(out)
+    video = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    assert frames == spec.num_frames
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(read_run_id(project / paths.mlflow_run))
+    assert run.data.metrics["track/frames"] == spec.num_frames and "track/idf1" in run.data.metrics
+    assert "annotated.mp4" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "track")}
+
+
+def _agree(out: Path) -> None:
+    """events.csv sums to counts.json, line by line, direction by direction, class by class."""
+    counts = json.loads((out / "counts.json").read_text())["counts"]
+    summed: dict = {}
+    for event in read_csv(out / "events.csv"):
+        key = (event["line"], event["direction"], event["class"])
+        summed[key] = summed.get(key, 0) + 1
+    expected = {(n, d, c): k for n, ds in counts.items() for d, cs in ds.items() for c, k in cs.items() if k}
+    assert summed == expected
+
+
+def test_track_command_on_a_video_and_its_errors(project: Path, tmp_path: Path) -> None:
+    paths = load_params(project).paths
+    video = project / paths.video / "video.mp4"
+    out = tmp_path / "out"
+    odpipe = Path(sys.executable).parent / "odpipe"
+    args = [str(project / paths.export), str(video), "--out", str(out), "--line", "gate:0,150,320,150"]
+    lenient = [
+        "--min-score",
+        "0.01",
+        "--param",
+        "low_score=0.01",
+        "--param",
+        "high_score=0.05",
+        "--param",
+        "new_track_score=0.05",
+    ]
+    proc = subprocess.run([odpipe, "track", *args, *lenient, "--stride", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "counts.json").read_text())
+    assert summary["frames"] == load_params(project).video.num_frames and summary["tracks"] > 0
+    assert summary["detected_frames"] == (summary["frames"] + 1) // 2
+    assert set(summary["counts"]) == {"gate"}
+    _agree(out)
+    assert _mot_rows(out / "tracks.csv") and (out / "annotated.mp4").stat().st_size > 0
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    for source, extra, message in (
+        (junk, [], "junk.mp4: OpenCV cannot open this file"),
+        (video, ["--codec", "avc1"], "no H.264 encoder"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "odpipe.track",
+                str(project / paths.export),
+                str(source),
+                "--out",
+                str(tmp_path / "bad"),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_quality_gate_fails_clearly_or_registers_the_model(project: Path) -> None:

@@ -1,0 +1,51 @@
+"""track: the exported model over the video: tracks, line counts and an annotated video; scored
+against the ground truth when the video has one (MOTA, IDF1, ID switches, count error)."""
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from odpipe.evaluation import load_detector
+from odpipe.export import LABEL_MAP_NAME
+from odpipe.files import fresh_dir, write_json
+from odpipe.label_map import read_label_map
+from odpipe.runtime import stage
+from odpipe.track import TrackSettings, track_video
+from odpipe.track_metrics import count_errors, mot_metrics, read_mot
+from odpipe.video import VideoSource
+from odpipe.video_sources import load
+
+log = logging.getLogger(__name__)
+
+
+@stage("track")
+def main(cfg: DictConfig) -> None:
+    out, samples = fresh_dir(cfg.paths.track), fresh_dir(cfg.paths.track_frames)
+    prepared = load(Path(cfg.paths.video))
+    if prepared is None:
+        log.info("video.source is none: nothing to track")
+        write_json({}, cfg.paths.track_report)
+        return
+    export_dir = Path(cfg.paths.export)
+    settings = TrackSettings.from_config(cfg.track, cfg.video.lines, cfg.video.zones)
+    result = track_video(
+        load_detector(export_dir),
+        read_label_map(export_dir / LABEL_MAP_NAME),
+        VideoSource(prepared.video, default_fps=prepared.fps, read_timeout=settings.read_timeout),
+        settings,
+        out,
+        samples,
+    )
+    report = result.summary()
+    if prepared.ground_truth is not None:
+        report |= mot_metrics(read_mot(prepared.ground_truth), read_mot(out / "tracks.csv"), result.frames)
+    if prepared.counts is not None:
+        report |= count_errors(result.counts, json.loads(prepared.counts.read_text()))
+    log.info("track: %s", {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()})
+    write_json(report, cfg.paths.track_report)
+
+
+if __name__ == "__main__":
+    main()
