@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -q --no-deps tf-object-detection-api==0.1 lvis==0.5.3
+	@# An environment made before odpipe went headless-only also holds the GUI build, which shares
+	@# the cv2 folder: remove it, then put the headless build's files back.
+	if $(PY) -m pip show -q opencv-python 2>/dev/null; then $(PY) -m pip uninstall -q -y opencv-python && \
+		$(PY) -m pip install -q --force-reinstall --no-deps -c constraints.txt opencv-python-headless; fi
 	touch $(STAMP)
 
 params: $(STAMP)  ## compose conf/ into params.yaml (OVERRIDES="train.num_steps=200 ...")

@@ -57,6 +57,12 @@ def scored(result, out: Path, truth_dir: Path) -> dict[str, float]:
     return {**metrics, "count_error": counted["count_error"]}
 
 
+def shown(value: float | None, spec: str) -> str:
+    """A metric in a fixed-width column; undefined ones (no tracks at all) as n/a."""
+    width = int(spec.split(".")[0])
+    return "n/a".rjust(width) if value is None else format(value, spec)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="exported model (default: paths.export)")
@@ -73,7 +79,8 @@ def main() -> None:
         work = Path(tmp)
         spec = VideoSpec.from_config({**cfg.video, "classes": list(cfg.dataset.classes)})
         write_truth(render_video(spec, work / "video.mp4"), work / "gt.csv", work / "counts.json")
-        frames = list(VideoSource(work / "video.mp4"))
+        with VideoSource(work / "video.mp4") as source:
+            frames = list(source)
         detect_frames(detector, frames[:5], base.min_score)  # graph warm-up, not timed
 
         alone, full = [], []
@@ -102,8 +109,8 @@ def main() -> None:
         )
         for method, stride, fps, ratio, m in rows:
             print(
-                f"  {method:10s} {stride:6d} {fps:9.1f} {ratio:5.2f}x {m['mota']:6.3f} {m['idf1']:6.3f} "
-                f"{m['id_switches']:8.0f} {m['count_error']:9.1%}"
+                f"  {method:10s} {stride:6d} {fps:9.1f} {ratio:5.2f}x {shown(m['mota'], '6.3f')} "
+                f"{shown(m['idf1'], '6.3f')} {shown(m['id_switches'], '8.0f')} {shown(m['count_error'], '9.1%')}"
             )
 
 

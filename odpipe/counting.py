@@ -297,6 +297,8 @@ class Counter:
         self._bands = [dead_band(counter, margin, frame_size) for counter in self.counters]
         self._states: dict[int, list[_State]] = {}
         self._classes: dict[int, int] = {}
+        self._boxes: dict[int, Tracked] = {}  # each track's latest box: did it leave the picture?
+        self._frame_size, self._margin = frame_size, margin
         self._counts: dict[str, dict[str, dict[int, int]]] = {c.name: {"in": {}, "out": {}} for c in self.counters}
 
     @property
@@ -315,6 +317,7 @@ class Counter:
         for tracked in tracks:
             point = anchor_point(tracked, self.anchor)
             self._classes[tracked.track_id] = tracked.class_id
+            self._boxes[tracked.track_id] = tracked
             states = self._states.setdefault(tracked.track_id, [_State() for _ in self.counters])
             for counter, (low, high), state in zip(self.counters, self._bands, states, strict=True):
                 distance = signed_distance(counter, point)
@@ -323,23 +326,33 @@ class Counter:
                     events += self._confirm(state, counter, tracked.track_id)
         return events
 
-    def end_tracks(self, track_ids: Iterable[int]) -> list[Event]:
-        """The tracker removed these tracks: a crossing still waiting for ``min_frames`` observations
-        is confirmed now, since the object left (typically the frame, just past a line near its edge)
-        without going back; then the tracks are forgotten."""
+    def end_tracks(self, track_ids: Iterable[int], video_ended: bool = False) -> list[Event]:
+        """The tracker removed these tracks; then they are forgotten. A crossing still waiting for
+        ``min_frames`` observations is confirmed when the object left the picture (its last box
+        touched the frame's edge, within the margin: a line near the edge still fires) or the video
+        ended; a track lost in the middle of the picture right after one observation past the band
+        is not enough to count. Without ``frame_size`` every pending crossing is confirmed."""
         events: list[Event] = []
         for track_id in track_ids:
             if track_id not in self._states:
                 continue
+            left = video_ended or self._at_edge(self._boxes[track_id])
             for counter, state in zip(self.counters, self._states.pop(track_id), strict=True):
-                if state.pending:
+                if state.pending and left:
                     events += self._confirm(state, counter, track_id)
-            del self._classes[track_id]
+            del self._classes[track_id], self._boxes[track_id]
         return events
 
     def finish(self) -> list[Event]:
-        """The video ended: every track ends."""
-        return self.end_tracks(list(self._states))
+        """The video ended: every track ends, and what is pending is confirmed."""
+        return self.end_tracks(list(self._states), video_ended=True)
+
+    def _at_edge(self, box: Tracked) -> bool:
+        if self._frame_size is None:
+            return True
+        width, height = self._frame_size
+        edge = self._margin
+        return box.xmin <= edge or box.ymin <= edge or box.xmax >= width - edge or box.ymax >= height - edge
 
     def _observe(self, state: _State, counter: Line | Zone, side: int, point: Point, frame: int, time: float) -> bool:
         """Advance one track's state by one observation; True when it confirms a pending crossing."""

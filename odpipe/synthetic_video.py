@@ -18,15 +18,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
 from odpipe.files import write_json
 from odpipe.synthetic import SHAPES, background
 from odpipe.track_metrics import write_mot
+from odpipe.video import open_writer
 
-FOURCC = "mp4v"  # OpenCV's pip wheels encode mp4v and MJPG; H.264 (avc1) fails to open
+FOURCC = "mp4v"  # what odpipe.video.open_writer knows OpenCV's pip wheels encode
 MIN_SPEED = 1.0  # px/frame of a travelling leg
 CRUISE_SPEED = 3.5  # speeds are drawn up to this; legs are sped up (to MAX_SPEED) only to fit a short video
 MAX_SPEED = 6.0
@@ -609,22 +609,11 @@ def _draw(backdrop: Image.Image, tracks: Sequence[Track], frame: int, spec: Vide
     return np.ascontiguousarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)[..., ::-1])
 
 
-def _open_writer(video_path: Path, spec: VideoSpec) -> cv2.VideoWriter:
-    video_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*FOURCC), spec.fps, (spec.width, spec.height))
-    if not writer.isOpened():
-        raise RuntimeError(
-            f"cannot write video {video_path} with fourcc {FOURCC!r}: OpenCV's pip wheels encode mp4v (.mp4) "
-            "and MJPG (.avi), not H.264 (avc1); check the path is a writable .mp4 file"
-        )
-    return writer
-
-
 def render_video(spec: VideoSpec, video_path: Path) -> Truth:
     """Write the video (mp4v) to ``video_path`` and return its ground truth."""
     tracks = scenario(spec)
     backdrop = background(np.random.default_rng([spec.seed, BACKGROUND_STREAM]), spec.width, spec.height)
-    writer = _open_writer(Path(video_path), spec)
+    writer = open_writer(Path(video_path), spec.fps, spec.width, spec.height, FOURCC)
     try:
         for frame in range(spec.num_frames):
             writer.write(_draw(backdrop, tracks, frame, spec))

@@ -30,14 +30,23 @@ import tensorflow as tf
 import yaml
 from tqdm import tqdm
 
-from odpipe.counting import Counter, Event, counters_from_config, in_direction, resolve
+from odpipe.counting import ANCHORS, Counter, Event, Zone, counters_from_config, in_direction, resolve
 from odpipe.evaluation import Detection, class_name, detect_batch, images_per_call, input_spec, load_detector
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import write_csv, write_json
 from odpipe.label_map import read_label_map
 from odpipe.report import PALETTE
-from odpipe.trackers import Tracked, Tracker, make_tracker
-from odpipe.video import Frame, StreamStalled, VideoError, VideoSource, is_stream, open_writer, video_name
+from odpipe.trackers import TRACKERS, Tracked, Tracker, make_tracker
+from odpipe.video import (
+    DEFAULT_FPS,
+    Frame,
+    StreamStalled,
+    VideoError,
+    VideoSource,
+    is_stream,
+    open_writer,
+    video_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,22 +145,33 @@ class TrackAndCount:
 
     def finish(self) -> list[Event]:
         """The video ended: counts still pending on tracks that were alive are confirmed."""
-        return self.counter.end_tracks(self.tracker.finish())
+        self.tracker.finish()
+        return self.counter.finish()
+
+
+def is_detected(index: int, stride: int) -> bool:
+    """Frames 1, 1 + stride, 1 + 2 stride, ... go to the model; the tracker predicts the others."""
+    return (index - 1) % stride == 0
 
 
 def detection_groups(frames: Iterable[Frame], stride: int, per_call: int) -> Iterator[list[Frame]]:
-    """Consecutive frames, cut after every ``per_call``-th frame that is detected (frames
-    1, 1 + stride, ...): each group's detected frames go to the model in one call, and its
-    frames are then tracked in order."""
+    """Consecutive frames, cut after every ``per_call``-th frame that is detected: each group's
+    detected frames go to the model in one call, and its frames are then tracked in order. A
+    stream that stalls first hands over the frames it did send."""
     group: list[Frame] = []
     detected = 0
-    for frame in frames:
-        group.append(frame)
-        if (frame.index - 1) % stride == 0:
-            detected += 1
-            if detected == per_call:
-                yield group
-                group, detected = [], 0
+    try:
+        for frame in frames:
+            group.append(frame)
+            if is_detected(frame.index, stride):
+                detected += 1
+                if detected == per_call:
+                    yield group
+                    group, detected = [], 0
+    except StreamStalled:
+        if group:
+            yield group
+        raise
     if group:
         yield group
 
@@ -190,39 +210,55 @@ def draw_frame(
     """Boxes with their track ids (thin where predicted, not detected), each counting line with
     an arrow to its ``in`` side, each zone, and the counts so far; drawn in place."""
     for counter in counters:
-        if hasattr(counter, "points"):
+        if isinstance(counter, Zone):
             polygon = np.round(np.asarray(counter.points)).astype(np.int32)
-            cv2.polylines(image, [polygon], True, (255, 0, 255), 2)
-            anchor = tuple(int(v) for v in polygon[0])
+            _outlined(cv2.polylines, image, [polygon], True)
+            label_at = tuple(int(v) for v in polygon[0])
         else:
-            start = tuple(int(round(v)) for v in counter.start)
-            end = tuple(int(round(v)) for v in counter.end)
-            cv2.line(image, start, end, (255, 0, 255), 2)
+            start, end = _point(counter.start), _point(counter.end)
             middle = np.add(counter.start, counter.end) / 2
-            tip = middle + 18 * np.asarray(in_direction(counter))
-            cv2.arrowedLine(image, tuple(int(v) for v in middle), tuple(int(v) for v in tip), (255, 0, 255), 2)
-            cv2.putText(image, "in", tuple(int(v) + 3 for v in tip), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 0, 255), 1)
-            anchor = start
-        cv2.putText(
-            image, counter.name, (anchor[0] + 3, anchor[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 0, 255), 1
-        )
+            tip = _point(middle + 18 * np.asarray(in_direction(counter)))
+            _outlined(cv2.line, image, start, end)
+            _outlined(cv2.arrowedLine, image, _point(middle), tip)
+            _text(image, "in", (tip[0] + 3, tip[1] + 3), COUNTER_COLOUR)
+            label_at = start
+        _text(image, counter.name, (label_at[0] + 3, label_at[1] - 5), COUNTER_COLOUR)
     for t in tracks:
         colour = _bgr(t.track_id)
         corner1, corner2 = (int(t.xmin), int(t.ymin)), (int(t.xmax), int(t.ymax))
         cv2.rectangle(image, corner1, corner2, colour, 2 if t.detected else 1)
-        caption = f"#{t.track_id} {class_name(categories, t.class_id)}"
-        cv2.putText(image, caption, (corner1[0], max(10, corner1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+        _text(
+            image, f"#{t.track_id} {class_name(categories, t.class_id)}", (corner1[0], max(10, corner1[1] - 3)), colour
+        )
     for i, text in enumerate(counts_text):
-        position = (5, 14 + 14 * i)
-        cv2.putText(image, text, position, cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3)
-        cv2.putText(image, text, position, cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1)
+        _text(image, text, (5, 14 + 14 * i), (255, 255, 255))
+
+
+COUNTER_COLOUR = (0, 255, 255)  # BGR yellow, drawn over black: visible on any background
+
+
+def _point(xy) -> tuple[int, int]:
+    return int(round(xy[0])), int(round(xy[1]))
+
+
+def _outlined(draw, *args) -> None:
+    """``draw(*args, colour, thickness)`` black and wide, then in the counters' colour on top:
+    the shape shows on any picture."""
+    draw(*args, (0, 0, 0), 4)
+    draw(*args, COUNTER_COLOUR, 2)
+
+
+def _text(image: np.ndarray, text: str, at: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3)
+    cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
 
 
 def named_counts(counts: Mapping, categories: Mapping[int, str]) -> dict:
-    """The counter's totals keyed by class name, every configured class present."""
+    """The counter's totals keyed by class name, every class of the label map present (and an
+    id the label map lacks under its number, as in events.csv)."""
     return {
         name: {
-            direction: {categories[c]: int(per_class.get(c, 0)) for c in sorted(categories)}
+            direction: {class_name(categories, c): int(per_class.get(c, 0)) for c in sorted({*categories, *per_class})}
             for direction, per_class in directions.items()
         }
         for name, directions in counts.items()
@@ -245,7 +281,20 @@ def track_video(
 ) -> TrackResult:
     """Run detection, tracking and counting over ``source``; write tracks, events, counts and
     (unless ``write_video`` is false) the annotated video into ``out_dir``, and the annotated
-    frames of the first few counts into ``samples_dir``."""
+    frames of the first few counts into ``samples_dir``. The source is closed in any case."""
+    with source:
+        return _track(detector, categories, source, settings, out_dir, samples_dir, write_video)
+
+
+def _track(
+    detector,
+    categories: Mapping[int, str],
+    source: VideoSource,
+    settings: TrackSettings,
+    out_dir: Path,
+    samples_dir: Path,
+    write_video: bool,
+) -> TrackResult:
     if settings.frame_stride < 1:
         raise ValueError(f"track.frame_stride must be 1 or more, not {settings.frame_stride}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,7 +315,7 @@ def track_video(
         with (out_dir / "tracks.csv").open("w", newline="") as tracks_file:
             mot = csv.writer(tracks_file)
             for group in detection_groups(source, settings.frame_stride, per_call):
-                detected = [f for f in group if (f.index - 1) % settings.frame_stride == 0]
+                detected = [f for f in group if is_detected(f.index, settings.frame_stride)]
                 images = [rgb_tensor(f.image) for f in detected]
                 found = detect_batch(detector, spec, images, settings.min_score) if images else []
                 by_index = {f.index: d for f, d in zip(detected, found, strict=True)}
@@ -291,16 +340,22 @@ def track_video(
         log.warning("%s", err)
     finally:
         progress.close()
-        source.close()
         if writer is not None:
             writer.release()
     result.events += follow.finish()
     result.seconds = time.perf_counter() - started
     result.tracks = len(seen_ids)
     result.counts = named_counts(counter.counts, categories)
-    result.stream_ended = is_stream(source.name)
+    result.stream_ended = is_stream(source.name) and result.stalled is None
     if result.stream_ended:
         log.warning("%s: the stream ended after %d frames; results cover those frames", source.name, result.frames)
+    elif source.estimated_frames and result.frames < 0.9 * source.estimated_frames and not result.stalled:
+        log.warning(
+            "%s: %d frames decoded where the header announced %d: the file may be truncated or damaged",
+            source.name,
+            result.frames,
+            source.estimated_frames,
+        )
     write_csv([event_row(e, categories) for e in result.events], EVENT_COLUMNS, out_dir / "events.csv")
     write_json({"counts": result.counts, **result.summary()}, out_dir / "counts.json")
     return result
@@ -348,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model_dir", type=Path, help="an exported model folder (models/export)")
     parser.add_argument("source", help="a video file, a folder of frames, or a stream URL")
     parser.add_argument("--out", type=Path, default=Path("tracked"), help="output folder (default: tracked)")
-    parser.add_argument("--method", choices=("bytetrack", "centroid"), default="bytetrack")
+    parser.add_argument("--method", choices=sorted(TRACKERS), default=TrackSettings.method)
     parser.add_argument(
         "--param",
         type=parse_param,
@@ -361,11 +416,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=TrackSettings.min_score)
     parser.add_argument("--line", type=parse_line, action="append", default=[], help="NAME:X1,Y1,X2,Y2 (repeatable)")
     parser.add_argument("--zone", type=parse_zone, action="append", default=[], help="NAME:X1,Y1,...,Xn,Yn")
-    parser.add_argument("--anchor", choices=("bottom_center", "center", "top_center"), default=TrackSettings.anchor)
+    parser.add_argument("--anchor", choices=ANCHORS, default=TrackSettings.anchor)
     parser.add_argument("--margin", type=float, default=TrackSettings.margin, help="dead band around lines, px")
     parser.add_argument("--min-frames", type=int, default=TrackSettings.min_frames)
     parser.add_argument(
-        "--fps", type=float, default=25.0, help="frame rate of a folder of frames, or of a video whose header has none"
+        "--fps", type=float, default=DEFAULT_FPS, help="frame rate of a folder of frames, or of a video without one"
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=TrackSettings.read_timeout,
+        help="seconds before a silent stream is reported stalled (exit status 1, what was read is kept)",
     )
     parser.add_argument("--codec", default=TrackSettings.codec, help="fourcc of the annotated video (mp4v, MJPG)")
     parser.add_argument("--no-video", action="store_true", help="skip the annotated video")
@@ -383,19 +444,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines=args.line,
         zones=args.zone,
         codec=args.codec,
+        read_timeout=args.read_timeout,
     )
     try:
-        source = VideoSource(args.source, default_fps=args.fps)
-        result = track_video(
-            load_detector(args.model_dir),
-            read_label_map(args.model_dir / LABEL_MAP_NAME),
-            source,
-            settings,
-            args.out,
-            args.out / "frames",
-            write_video=not args.no_video,
-        )
-    except (VideoError, ValueError) as err:
+        # The model first: a stream opened before TensorFlow's start-up would sit unread meanwhile.
+        detector, categories = load_detector(args.model_dir), read_label_map(args.model_dir / LABEL_MAP_NAME)
+        source = VideoSource(args.source, default_fps=args.fps, read_timeout=args.read_timeout)
+        result = track_video(detector, categories, source, settings, args.out, args.out / "frames", not args.no_video)
+    except (VideoError, ValueError, OSError, tf.errors.OpError) as err:
         print(f"odpipe track: {err}", file=sys.stderr)
         return 2
     summary = result.summary()

@@ -88,7 +88,7 @@ class ByteTrackParams:
     fuse_score: bool = True  # weigh IoU by the detection's score in the first association
     # Beyond ByteTrack, for objects that pass under others (see ``similarities``):
     class_mismatch_weight: float = 0.5  # IoU factor for a detection of another class than the track's; 1: agnostic
-    score_change_weight: float = 0.3  # first association: similarity lost per unit of score change
+    score_change_weight: float = 0.0  # first association: similarity lost per unit of score change (off: see README)
     low_finds_lost: bool = True  # low boxes may also re-find a lost track, not only extend a tracked one
 
     def __post_init__(self) -> None:
@@ -124,7 +124,8 @@ class CentroidParams:
 def detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, ...]:
     """One frame's detections as (N, 4) float boxes, (N,) float scores and (N,) int classes,
     so that an empty frame given as ``[]`` works like any other. The boxes are copied: tracks
-    keep them, and a caller may reuse its buffer for the next frame."""
+    keep them, and a caller may reuse its buffer for the next frame. A box without area (a
+    weak model's sliver at the frame edge) is left out: its aspect ratio would be infinite."""
     boxes = np.array(boxes, dtype=float).reshape(-1, 4)
     scores = np.asarray(scores, dtype=float).reshape(-1)
     classes = np.asarray(classes, dtype=int).reshape(-1)
@@ -132,7 +133,8 @@ def detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tu
         raise ValueError(
             f"{len(boxes)} boxes, {len(scores)} scores and {len(classes)} classes: one of each per detection"
         )
-    return boxes, scores, classes
+    real = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[real], scores[real], classes[real]
 
 
 def box_to_xyah(box: np.ndarray) -> np.ndarray:
@@ -490,4 +492,7 @@ def make_tracker(method: str, params: Mapping) -> Tracker:
     for key in params:
         if key not in known:
             raise ValueError(f"unknown {method} parameter {key!r}; known: {', '.join(sorted(known))}")
-    return tracker_type(params_type(**dict(params)))
+    try:
+        return tracker_type(params_type(**dict(params)))
+    except TypeError as err:  # a value of the wrong type, e.g. high_score=abc
+        raise ValueError(f"{method} parameters {dict(params)}: {err}") from None

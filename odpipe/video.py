@@ -1,7 +1,7 @@
 """Reading and writing video with OpenCV, the way long videos and live streams need it.
 
 - **Sources.** A video file, a folder of frames (sorted by name), or anything
-  ``cv2.VideoCapture`` opens (an ``rtsp://`` or ``http://`` stream, a device). Frames are
+  ``cv2.VideoCapture`` opens (an ``rtsp://`` or ``http://`` stream, a camera by its index). Frames are
   decoded on a thread of their own, a few ahead of the consumer (OpenCV releases the GIL while
   decoding, so it runs beside the model).
 - **Headers lie.** A container's frame count and FPS can be wrong or missing: frames are
@@ -34,8 +34,10 @@ import numpy as np  # noqa: E402
 from odpipe.annotations import IMAGE_SUFFIXES
 
 WORKING_CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "FFV1": ".mkv"}  # in OpenCV's pip wheels
+DEFAULT_FPS = 25.0  # of a folder of frames, or a video whose header has no rate
 _QUEUE_FRAMES = 16  # decoded frames held ahead of the consumer
 _END = object()
+_NO_ROTATION = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # frames as stored, like a video's
 
 
 class VideoError(RuntimeError):
@@ -64,14 +66,18 @@ def _frame_files(folder: Path) -> list[Path]:
     return files
 
 
-def _capture(source: str, open_timeout: float) -> cv2.VideoCapture:
-    """An opened capture of a file or stream; OpenCV's silent failure made an error."""
-    if not is_stream(source) and not Path(source).exists():
+def _capture(source: str, timeout: float) -> cv2.VideoCapture:
+    """An opened capture of a file, a stream or a camera (its index: ``0``); OpenCV's silent
+    failure made an error. Opening and each read give up after ``timeout`` seconds, where the
+    backend supports it (FFmpeg does), so that a dead stream cannot block a thread for ever."""
+    device = source.isdigit()
+    if not device and not is_stream(source) and not Path(source).exists():
         raise VideoError(f"{source}: no such file")
-    timeout_ms = int(open_timeout * 1000)
-    capture = cv2.VideoCapture(source, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms])
+    timeout_ms = int(timeout * 1000)
+    limits = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+    capture = cv2.VideoCapture(int(source) if device else source, cv2.CAP_ANY, limits)
     if not capture.isOpened():
-        kind = "stream" if is_stream(source) else "file"
+        kind = "stream" if is_stream(source) else "camera" if device else "file"
         raise VideoError(
             f"{source}: OpenCV cannot open this {kind} (not a video, unreachable, or encoded with a codec "
             "this OpenCV build cannot decode)"
@@ -85,21 +91,24 @@ class VideoSource:
 
     Iterate it (once) for ``Frame`` objects; ``width``, ``height`` and ``fps`` are known as soon
     as it opens. ``fps`` comes from the header, or ``default_fps`` where the header has none
-    (a folder of frames always uses ``default_fps``)."""
+    (a folder of frames always uses ``default_fps``). Use it as a context manager, or call
+    ``close``: the reading thread is stopped before the capture is released under it."""
 
-    def __init__(self, source: str | Path, default_fps: float = 25.0, read_timeout: float = 10.0) -> None:
+    def __init__(self, source: str | Path, default_fps: float = DEFAULT_FPS, read_timeout: float = 10.0) -> None:
         self.name = str(source)
         self.read_timeout = read_timeout
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
         self._folder = _frame_files(Path(source)) if Path(source).is_dir() else None
         if self._folder is not None:
-            first = cv2.imread(str(self._folder[0]), cv2.IMREAD_COLOR)
+            first = cv2.imread(str(self._folder[0]), _NO_ROTATION)
             if first is None:
                 raise VideoError(f"{self._folder[0]}: cannot read the image")
             self.height, self.width = first.shape[:2]
             self.fps = default_fps
             self.estimated_frames = len(self._folder)
             self._capture = None
-        else:
+        else:  # the opened capture is released by close()
             self._capture = _capture(self.name, read_timeout)
             self.width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
             self.height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -112,7 +121,7 @@ class VideoSource:
         """(decoder time in seconds or None, image) in order, on the reading thread."""
         if self._folder is not None:
             for path in self._folder:
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                image = cv2.imread(str(path), _NO_ROTATION)
                 if image is None:
                     raise VideoError(f"{path}: cannot read the image")
                 if image.shape[:2] != (self.height, self.width):
@@ -128,18 +137,30 @@ class VideoSource:
                 return
             yield self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, image
 
+    def _hand_over(self, frames: queue.Queue, item: object) -> bool:
+        """Put ``item`` in the queue, waiting for room until the source is closed; False then."""
+        while not self._stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _read_into(self, frames: queue.Queue) -> None:
         try:
             for item in self._decoded():
-                frames.put(item)
-            frames.put(_END)
+                if not self._hand_over(frames, item):
+                    return
+            self._hand_over(frames, _END)
         except Exception as err:  # handed to the consumer, which raises it in its own thread
-            frames.put(err)
+            self._hand_over(frames, err)
 
     def __iter__(self) -> Iterator[Frame]:
         frames: queue.Queue = queue.Queue(maxsize=_QUEUE_FRAMES)
         # A daemon thread: a stream stuck inside OpenCV's read cannot keep the process alive.
-        threading.Thread(target=self._read_into, args=(frames,), daemon=True, name="video-reader").start()
+        self._reader = threading.Thread(target=self._read_into, args=(frames,), daemon=True, name="video-reader")
+        self._reader.start()
         index, last_time = 0, None
         while True:
             try:
@@ -160,8 +181,20 @@ class VideoSource:
             raise VideoError(f"{self.name}: no frames could be decoded (empty, truncated, or an unsupported codec)")
 
     def close(self) -> None:
-        if self._capture is not None:
+        """Stop the reading thread, then release the capture; a capture is left to the process's
+        end only when its thread is still stuck in a read (releasing it under the read could
+        crash the decoder)."""
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=self.read_timeout + 1)
+        if self._capture is not None and (self._reader is None or not self._reader.is_alive()):
             self._capture.release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def frame_time(decoder_time: float | None, previous: float | None, index: int, fps: float) -> float:

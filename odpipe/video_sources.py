@@ -14,6 +14,7 @@ from pathlib import Path
 
 from odpipe.files import write_json
 from odpipe.synthetic_video import VideoSpec, render_video, write_truth
+from odpipe.video import DEFAULT_FPS
 
 VIDEO_NAME = "video.mp4"  # the built-in video; a user's keeps its own name
 GROUND_TRUTH_NAME = "gt.csv"
@@ -61,7 +62,7 @@ def prepare(video: Mapping, classes: Sequence[str], dst: Path) -> None:
     elif source == "local":
         path = Path(str(video["path"])).expanduser()
         _copy(path, dst / path.name, "path")
-        described.update(video=path.name, fps=video.get("fps") or 25.0, ground_truth=None, counts=None)
+        described.update(video=path.name, fps=video.get("fps") or DEFAULT_FPS, ground_truth=None, counts=None)
         if video.get("ground_truth"):
             _copy(Path(str(video["ground_truth"])).expanduser(), dst / GROUND_TRUTH_NAME, "ground_truth")
             described["ground_truth"] = GROUND_TRUTH_NAME

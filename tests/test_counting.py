@@ -101,6 +101,17 @@ def test_a_pending_crossing_is_confirmed_when_the_track_ends() -> None:
     assert counter.finish() == []  # the track was forgotten
 
 
+def test_a_track_lost_mid_picture_right_after_crossing_is_not_counted() -> None:
+    """One jittery observation past the band, then the tracker drops the track in the middle of
+    the picture: nothing says the object went on, so with the frame known it does not count; the
+    same at the end of the video does."""
+    for video_ended, expected in ((False, []), (True, [Event(3, 0.3, "down", 1, 1, "in")])):
+        counter = Counter([DOWN], min_frames=3, frame_size=(320, 240))
+        for frame, tracks in enumerate(path(1, [(160, 100), (160, 110), (160, 126)]), start=1):
+            counter.update(frame, frame / 10, tracks)
+        assert counter.end_tracks([1], video_ended=video_ended) == expected
+
+
 def leaving_through_the_bottom(track_id: int = 1) -> list[list[Tracked]]:
     """An object driving out of a 320x240 frame: once it reaches the edge, the detector's box is
     clipped there, so its bottom stays at y = 240 while the box shrinks."""

@@ -236,6 +236,7 @@ def test_track_stage_scores_the_built_in_video(project: Path) -> None:
     paths, spec = params.paths, params.video
     report = json.loads((project / paths.track_report).read_text())
     assert report["frames"] == spec.num_frames and report["frames_per_second"] > 0
+    assert report["tracks"] > 0 and report["stalled"] is None  # smoke's lenient thresholds: tracks exist
     assert {"mota", "idf1", "id_switches", "count_error", "middle/in/true", "middle/out/counted"} <= set(report)
     truth = json.loads((project / paths.video / "counts.json").read_text())
     assert report["middle/in/true"] == sum(truth["middle"]["in"].values())

@@ -20,6 +20,7 @@ from odpipe.synthetic_video import (
     write_truth,
 )
 from odpipe.track_metrics import MOT_COLUMNS, read_mot
+from odpipe.video import VideoError
 
 SHORT = VideoSpec(num_frames=120, num_objects=6, seed=4)
 LINE_Y = 150  # the default line, drawn left to right: moving down is in
@@ -201,6 +202,6 @@ def test_spec_comes_from_the_video_config_group() -> None:
 def test_unwritable_video_names_the_path_and_the_codecs_that_work(tmp_path: Path) -> None:
     blocked = tmp_path / "video.mp4"
     blocked.mkdir()
-    with pytest.raises(RuntimeError, match="mp4v") as error:
+    with pytest.raises(VideoError, match="mp4v") as error:
         render_video(SHORT, blocked)
     assert str(blocked) in str(error.value) and "H.264" in str(error.value)

@@ -427,3 +427,11 @@ def test_make_tracker_builds_either_tracker_and_rejects_unknown_names() -> None:
         make_tracker("bytetrack", {"min_hits": 0})
     with pytest.raises(ValueError, match="class_mismatch_weight"):
         make_tracker("bytetrack", {"class_mismatch_weight": 1.5})
+
+
+def test_boxes_without_area_are_left_out() -> None:
+    """A weak model's sliver (zero height) would give an infinite aspect ratio and an endless box."""
+    tracker = make_tracker("bytetrack", {"min_hits": 1})
+    boxes = np.array([[10.0, 50.0, 40.0, 50.0], [60.0, 60.0, 90.0, 95.0], [5.0, 5.0, np.nan, 9.0]])
+    tracked = tracker.update(boxes, np.array([0.9, 0.9, 0.9]), np.array([1, 1, 1]))
+    assert [(t.xmin, t.ymax) for t in tracked] == [(60.0, 95.0)]
