@@ -11,8 +11,9 @@ import pytest
 
 from odpipe.evaluation import Detection
 from odpipe.synthetic_video import VideoSpec, ground_truth
-from odpipe.track import TrackAndCount, TrackSettings, named_counts
+from odpipe.track import TrackAndCount, TrackSettings, detection_groups, named_counts
 from odpipe.track_metrics import count_errors, mot_metrics
+from odpipe.video import Frame, StreamStalled
 
 SPEC = VideoSpec()  # the built-in video: 450 frames, 14 objects, one hovering at the line
 CATEGORIES = {i: name for i, name in enumerate(SPEC.classes, start=1)}
@@ -107,3 +108,19 @@ def test_the_course_centroid_tracker_is_scored_on_the_same_boxes() -> None:
     print(f"bytetrack IDF1 {byte['idf1']:.3f}, switches {byte['id_switches']:.0f}")
     assert byte["idf1"] > centroid["idf1"]
     assert byte["id_switches"] < centroid["id_switches"]
+
+
+def test_a_stall_hands_over_the_frames_already_read() -> None:
+    """detection_groups holds frames until a model call's worth is detected: when the stream
+    stalls, those frames still go through (they were read; they are tracked and written)."""
+
+    def stalling(count: int):
+        for index in range(1, count + 1):
+            yield Frame(index, index / 10, np.zeros((2, 2, 3), np.uint8))
+        raise StreamStalled("camera: no frame for 1 s after frame 7; the stream stalled")
+
+    handed: list[int] = []
+    with pytest.raises(StreamStalled):
+        for group in detection_groups(stalling(7), stride=3, per_call=2):
+            handed += [f.index for f in group]
+    assert handed == list(range(1, 8))
