@@ -283,82 +283,74 @@ def track_video(
     (unless ``write_video`` is false) the annotated video into ``out_dir``, and the annotated
     frames of the first few counts into ``samples_dir``. The source is closed in any case."""
     with source:
-        return _track(detector, categories, source, settings, out_dir, samples_dir, write_video)
-
-
-def _track(
-    detector,
-    categories: Mapping[int, str],
-    source: VideoSource,
-    settings: TrackSettings,
-    out_dir: Path,
-    samples_dir: Path,
-    write_video: bool,
-) -> TrackResult:
-    if settings.frame_stride < 1:
-        raise ValueError(f"track.frame_stride must be 1 or more, not {settings.frame_stride}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    follow = TrackAndCount.from_settings(settings, source.width, source.height)
-    counters, counter = follow.counter.counters, follow.counter
-    spec = input_spec(detector)
-    per_call = images_per_call(spec)
-    writer = None
-    if write_video:
-        writer = open_writer(
-            out_dir / video_name("annotated", settings.codec), source.fps, source.width, source.height, settings.codec
-        )
-    samples_dir.mkdir(parents=True, exist_ok=True)
-    result, seen_ids, samples = TrackResult(video_fps=source.fps), set(), 0
-    started = time.perf_counter()
-    progress = tqdm(total=source.estimated_frames, unit="frame", desc="track", mininterval=2)
-    try:
-        with (out_dir / "tracks.csv").open("w", newline="") as tracks_file:
-            mot = csv.writer(tracks_file)
-            for group in detection_groups(source, settings.frame_stride, per_call):
-                detected = [f for f in group if is_detected(f.index, settings.frame_stride)]
-                images = [rgb_tensor(f.image) for f in detected]
-                found = detect_batch(detector, spec, images, settings.min_score) if images else []
-                by_index = {f.index: d for f, d in zip(detected, found, strict=True)}
-                for frame in group:
-                    tracked, events = follow.step(frame.index, frame.time, by_index.get(frame.index))
-                    mot.writerows(mot_row(frame.index, t) for t in tracked)
-                    seen_ids.update(t.track_id for t in tracked)
-                    result.events += events
-                    sample = bool(events) and samples < SAMPLE_FRAMES
-                    if writer is not None or sample:
-                        draw_frame(frame.image, tracked, counters, counts_lines(counter.counts), categories)
-                    if writer is not None:
-                        writer.write(frame.image)
-                    if sample:
-                        cv2.imwrite(str(samples_dir / f"frame_{frame.index:06d}.jpg"), frame.image)
-                        samples += 1
-                    result.frames = frame.index
-                    progress.update(1)
-                result.detected_frames += len(detected)
-    except StreamStalled as err:  # what was read is still tracked, counted and written
-        result.stalled = str(err)
-        log.warning("%s", err)
-    finally:
-        progress.close()
-        if writer is not None:
-            writer.release()
-    result.events += follow.finish()
-    result.seconds = time.perf_counter() - started
-    result.tracks = len(seen_ids)
-    result.counts = named_counts(counter.counts, categories)
-    result.stream_ended = is_stream(source.name) and result.stalled is None
-    if result.stream_ended:
-        log.warning("%s: the stream ended after %d frames; results cover those frames", source.name, result.frames)
-    elif source.estimated_frames and result.frames < 0.9 * source.estimated_frames and not result.stalled:
-        log.warning(
-            "%s: %d frames decoded where the header announced %d: the file may be truncated or damaged",
-            source.name,
-            result.frames,
-            source.estimated_frames,
-        )
-    write_csv([event_row(e, categories) for e in result.events], EVENT_COLUMNS, out_dir / "events.csv")
-    write_json({"counts": result.counts, **result.summary()}, out_dir / "counts.json")
-    return result
+        if settings.frame_stride < 1:
+            raise ValueError(f"track.frame_stride must be 1 or more, not {settings.frame_stride}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        follow = TrackAndCount.from_settings(settings, source.width, source.height)
+        counters, counter = follow.counter.counters, follow.counter
+        spec = input_spec(detector)
+        per_call = images_per_call(spec)
+        writer = None
+        if write_video:
+            writer = open_writer(
+                out_dir / video_name("annotated", settings.codec),
+                source.fps,
+                source.width,
+                source.height,
+                settings.codec,
+            )
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        result, seen_ids, samples = TrackResult(video_fps=source.fps), set(), 0
+        started = time.perf_counter()
+        progress = tqdm(total=source.estimated_frames, unit="frame", desc="track", mininterval=2)
+        try:
+            with (out_dir / "tracks.csv").open("w", newline="") as tracks_file:
+                mot = csv.writer(tracks_file)
+                for group in detection_groups(source, settings.frame_stride, per_call):
+                    detected = [f for f in group if is_detected(f.index, settings.frame_stride)]
+                    images = [rgb_tensor(f.image) for f in detected]
+                    found = detect_batch(detector, spec, images, settings.min_score) if images else []
+                    by_index = {f.index: d for f, d in zip(detected, found, strict=True)}
+                    for frame in group:
+                        tracked, events = follow.step(frame.index, frame.time, by_index.get(frame.index))
+                        mot.writerows(mot_row(frame.index, t) for t in tracked)
+                        seen_ids.update(t.track_id for t in tracked)
+                        result.events += events
+                        sample = bool(events) and samples < SAMPLE_FRAMES
+                        if writer is not None or sample:
+                            draw_frame(frame.image, tracked, counters, counts_lines(counter.counts), categories)
+                        if writer is not None:
+                            writer.write(frame.image)
+                        if sample:
+                            cv2.imwrite(str(samples_dir / f"frame_{frame.index:06d}.jpg"), frame.image)
+                            samples += 1
+                        result.frames = frame.index
+                        progress.update(1)
+                    result.detected_frames += len(detected)
+        except StreamStalled as err:  # what was read is still tracked, counted and written
+            result.stalled = str(err)
+            log.warning("%s", err)
+        finally:
+            progress.close()
+            if writer is not None:
+                writer.release()
+        result.events += follow.finish()
+        result.seconds = time.perf_counter() - started
+        result.tracks = len(seen_ids)
+        result.counts = named_counts(counter.counts, categories)
+        result.stream_ended = is_stream(source.name) and result.stalled is None
+        if result.stream_ended:
+            log.warning("%s: the stream ended after %d frames; results cover those frames", source.name, result.frames)
+        elif source.estimated_frames and result.frames < 0.9 * source.estimated_frames and not result.stalled:
+            log.warning(
+                "%s: %d frames decoded where the header announced %d: the file may be truncated or damaged",
+                source.name,
+                result.frames,
+                source.estimated_frames,
+            )
+        write_csv([event_row(e, categories) for e in result.events], EVENT_COLUMNS, out_dir / "events.csv")
+        write_json({"counts": result.counts, **result.summary()}, out_dir / "counts.json")
+        return result
 
 
 def event_row(event: Event, categories: Mapping[int, str]) -> dict:
