@@ -20,7 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,8 @@ class TrackAndCount:
 
     tracker: Tracker
     counter: Counter
+    width: int
+    height: int
 
     @classmethod
     def from_settings(cls, settings: TrackSettings, width: int, height: int) -> TrackAndCount:
@@ -129,7 +131,7 @@ class TrackAndCount:
         this size (where relative coordinates become pixels)."""
         counters = [resolve(c, width, height) for c in counters_from_config(settings.lines, settings.zones)]
         counter = Counter(counters, settings.anchor, settings.margin, settings.min_frames, frame_size=(width, height))
-        return cls(make_tracker(settings.method, settings.tracker), counter)
+        return cls(make_tracker(settings.method, settings.tracker), counter, width, height)
 
     def step(
         self, index: int, time_s: float, detections: Sequence[Detection] | None
@@ -140,6 +142,7 @@ class TrackAndCount:
             tracked = self.tracker.predict()
         else:
             tracked = self.tracker.update(*detections_arrays(detections))
+        tracked = [t for t in (inside(t, self.width, self.height) for t in tracked) if t is not None]
         events = self.counter.update(index, time_s, tracked) + self.counter.end_tracks(self.tracker.removed)
         return tracked, events
 
@@ -147,6 +150,16 @@ class TrackAndCount:
         """The video ended: counts still pending on tracks that were alive are confirmed."""
         self.tracker.finish()
         return self.counter.finish()
+
+
+def inside(t: Tracked, width: int, height: int) -> Tracked | None:
+    """The box clipped to the frame, as a detector's boxes are (a predicted or smoothed box can
+    overhang the edge); None when nothing of it is left in the picture."""
+    xmin, xmax = min(max(t.xmin, 0.0), width), min(max(t.xmax, 0.0), width)
+    ymin, ymax = min(max(t.ymin, 0.0), height), min(max(t.ymax, 0.0), height)
+    if xmax <= xmin or ymax <= ymin:
+        return None
+    return replace(t, xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax)
 
 
 def is_detected(index: int, stride: int) -> bool:

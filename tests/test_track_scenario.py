@@ -124,3 +124,17 @@ def test_a_stall_hands_over_the_frames_already_read() -> None:
         for group in detection_groups(stalling(7), stride=3, per_call=2):
             handed += [f.index for f in group]
     assert handed == list(range(1, 8))
+
+
+def test_reported_boxes_stay_inside_the_frame() -> None:
+    """An object driving out through the bottom: between detections the tracker's prediction
+    runs past the edge; what is reported (and counted, and written) is clipped to the frame."""
+    follow = TrackAndCount.from_settings(TrackSettings(tracker={"min_hits": 1}), 320, 240)
+    reported = []
+    for frame in range(1, 40):
+        y = 150 + 5 * frame
+        boxes = [Detection(1, 0.9, 100, min(y, 240), 140, min(y + 40, 240))] if y < 235 else []
+        tracked, _ = follow.step(frame, frame / 10, boxes if frame % 3 == 1 else None)
+        reported += tracked
+    assert reported and all(0 <= t.xmin < t.xmax <= 320 and 0 <= t.ymin < t.ymax <= 240 for t in reported)
+    assert max(t.ymax for t in reported) == 240
