@@ -7,12 +7,14 @@ metrics were measured on, as ``ingest`` does for images."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from odpipe.files import write_json
+from odpipe.synthetic import SHAPES
 from odpipe.synthetic_video import VideoSpec, render_video, write_truth
 from odpipe.video import DEFAULT_FPS
 
@@ -21,6 +23,7 @@ GROUND_TRUTH_NAME = "gt.csv"
 COUNTS_NAME = "counts.json"
 SOURCE_NAME = "source.json"
 SOURCES = ("synthetic", "local", "none")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,17 @@ def prepare(video: Mapping, classes: Sequence[str], dst: Path) -> None:
     """Fill the empty folder ``dst`` from the configured source and describe it in source.json."""
     source = video["source"]
     described: dict = {"source": source}
-    if source == "synthetic":
+    if source == "synthetic" and not set(classes) <= set(SHAPES):
+        # The built-in video shows the built-in shapes: a model of dates and figs has nothing to
+        # find in it. Not an error: the dataset changed, the video setting stayed the default.
+        log.warning(
+            "video=synthetic shows the built-in shapes %s, not dataset.classes %s: nothing to track "
+            "(point video=local at a video of yours)",
+            sorted(SHAPES),
+            list(classes),
+        )
+        described = {"source": "none", "reason": "dataset.classes are not the built-in shapes"}
+    elif source == "synthetic":
         spec = VideoSpec.from_config({**video, "classes": list(classes)})
         truth = render_video(spec, dst / VIDEO_NAME)
         write_truth(truth, dst / GROUND_TRUTH_NAME, dst / COUNTS_NAME)
