@@ -27,6 +27,7 @@ from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.splitting import SPLITS
 from odpipe.tfrecord import read_examples, shard_pattern
+from odpipe.track_metrics import read_mot
 
 from .conftest import ROOT
 
@@ -227,10 +228,6 @@ def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -
     assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(i.name for i in images)
 
 
-def _mot_rows(path: Path) -> list[list[float]]:
-    return [[float(v) for v in line.split(",")] for line in path.read_text().splitlines()]
-
-
 def test_track_stage_scores_the_built_in_video(project: Path) -> None:
     params = load_params(project)
     paths, spec = params.paths, params.video
@@ -241,9 +238,10 @@ def test_track_stage_scores_the_built_in_video(project: Path) -> None:
     truth = json.loads((project / paths.video / "counts.json").read_text())
     assert report["middle/in/true"] == sum(truth["middle"]["in"].values())
     out = project / paths.track
-    for frame, _, x, y, w, h, *_ in _mot_rows(out / "tracks.csv"):
+    for frame, (_, boxes) in read_mot(out / "tracks.csv").items():
         assert 1 <= frame <= spec.num_frames
-        assert -2 <= x and -2 <= y and x + w <= spec.width + 2 and y + h <= spec.height + 2
+        for x, y, w, h in boxes:
+            assert -2 <= x and -2 <= y and x + w <= spec.width + 2 and y + h <= spec.height + 2
     _agree(out)
     video = cv2.VideoCapture(str(out / "annotated.mp4"))
     frames = 0
@@ -290,7 +288,7 @@ def test_track_command_on_a_video_and_its_errors(project: Path, tmp_path: Path) 
     assert summary["detected_frames"] == (summary["frames"] + 1) // 2
     assert set(summary["counts"]) == {"gate"}
     _agree(out)
-    assert _mot_rows(out / "tracks.csv") and (out / "annotated.mp4").stat().st_size > 0
+    assert read_mot(out / "tracks.csv") and (out / "annotated.mp4").stat().st_size > 0
 
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video" * 100)
