@@ -233,7 +233,7 @@ def test_track_stage_scores_the_built_in_video(project: Path) -> None:
     paths, spec = params.paths, params.video
     report = json.loads((project / paths.track_report).read_text())
     assert report["frames"] == spec.num_frames and report["frames_per_second"] > 0
-    assert report["tracks"] > 0 and report["stalled"] is None  # smoke's lenient thresholds: tracks exist
+    assert report["tracks"] > 0 and report["stalled"] is None  # smoke takes every box: tracks exist
     assert {"mota", "idf1", "id_switches", "count_error", "middle/in/true", "middle/out/counted"} <= set(report)
     truth = json.loads((project / paths.video / "counts.json").read_text())
     assert report["middle/in/true"] == sum(truth["middle"]["in"].values())
@@ -271,16 +271,8 @@ def test_track_command_on_a_video_and_its_errors(project: Path, tmp_path: Path) 
     out = tmp_path / "out"
     odpipe = Path(sys.executable).parent / "odpipe"
     args = [str(project / paths.export), str(video), "--out", str(out), "--line", "gate:0,150,320,150"]
-    lenient = [
-        "--min-score",
-        "0.01",
-        "--param",
-        "low_score=0.01",
-        "--param",
-        "high_score=0.05",
-        "--param",
-        "new_track_score=0.05",
-    ]
+    # Every box, whatever its score: the barely trained smoke model's scores vary from run to run.
+    lenient = ["--min-score", "0", *(f"--param={p}=0" for p in ("low_score", "high_score", "new_track_score"))]
     proc = subprocess.run([odpipe, "track", *args, *lenient, "--stride", "2"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "counts.json").read_text())
