@@ -57,8 +57,16 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class _StopEarly(Exception):
-    """Raised from the checkpoint hook to end train_loop when patience ran out."""
+class _Stop(Exception):
+    """Raised from the checkpoint hook to end train_loop before num_steps, for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+STOP_REASONS = ("num_steps", "patience", "budget")
+ELAPSED = "elapsed_s"  # training wall time so far, summed over resumed runs: what max_minutes caps
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Schedule:
     patience: int | None  # None: never stop early
     keep: str = "best"
     checkpoint_max_to_keep: int = 3
+    max_minutes: float | None = None  # wall-clock budget, val evaluations included; None: num_steps decides
 
     def __post_init__(self) -> None:
         if self.steps_per_loop < 1 or self.num_steps < 1 or self.num_steps % self.steps_per_loop:
@@ -89,6 +98,13 @@ class Schedule:
             raise ValueError("train.keep=best and train.patience need val evaluations: set train.eval_every")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"train.patience must be null or >= 1, got {self.patience}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"train.max_minutes must be null or > 0, got {self.max_minutes}")
+
+    def out_of_time(self, elapsed: float) -> bool:
+        """The budget is spent: stop at this checkpoint (checked once per loop, so a run ends at
+        most one loop and one evaluation past its budget)."""
+        return self.max_minutes is not None and elapsed >= 60 * self.max_minutes
 
     def evaluates_at(self, step: int) -> bool:
         return self.eval_every is not None and step > 0 and (step % self.eval_every == 0 or step == self.num_steps)
@@ -194,13 +210,19 @@ class Journal:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def add_losses(self, step: int, scalars: dict[str, float]) -> None:
-        self.losses.append({"step": step, **scalars})
+    @property
+    def elapsed(self) -> float:
+        """Training seconds recorded so far, over every run of this folder (a run killed
+        between two records loses the time since its last one)."""
+        return max((row.get(ELAPSED, 0.0) for row in (*self.losses, *self.val)), default=0.0)
+
+    def add_losses(self, step: int, scalars: dict[str, float], elapsed: float | None = None) -> None:
+        self.losses.append({"step": step, **scalars, **_elapsed(elapsed)})
         self._append(self.LOSSES, self.losses[-1])
 
-    def add_val(self, step: int, metrics: dict[str, float], prefix: str) -> bool:
+    def add_val(self, step: int, metrics: dict[str, float], prefix: str, elapsed: float | None = None) -> bool:
         """Record an evaluation; True when it is the new best (kept aside, with its files)."""
-        self.val.append({"step": step, **metrics})
+        self.val.append({"step": step, **metrics, **_elapsed(elapsed)})
         self._append(self.VAL, self.val[-1])
         if self.best is not None and metrics[SELECT_METRIC] <= self.best["metrics"][SELECT_METRIC]:
             return False
@@ -220,6 +242,10 @@ class Journal:
             return False
         since = sum(row["step"] > self.best["step"] for row in self.val) if self.best else len(self.val)
         return since >= patience
+
+
+def _elapsed(seconds: float | None) -> dict[str, float]:
+    return {} if seconds is None else {ELAPSED: round(seconds, 2)}
 
 
 def check_finite(rows: list[dict]) -> None:
@@ -308,7 +334,8 @@ class Outcome:
     """How training ended, and the checkpoint to export."""
 
     last_step: int
-    stopped_early: bool
+    stop: str  # why training ended: one of STOP_REASONS
+    elapsed: float  # training seconds, resumed runs included
     checkpoint: str | None  # prefix of the selected checkpoint (None on a non-chief worker)
     step: int  # its step
     val: dict[str, float]  # its val metrics ({} when not evaluated)
@@ -321,7 +348,9 @@ class Outcome:
             "keep": keep,
             "step": self.step,
             "last_step": self.last_step,
-            "stopped_early": self.stopped_early,
+            "stopped_early": self.stop != "num_steps",
+            "stop": self.stop,
+            "train_seconds": round(self.elapsed, 1),
             **val,
         }
 
@@ -363,25 +392,30 @@ def fit(
     events = Path(model_lib_v2.get_filepath(strategy, str(work / "train")))
     evaluating = schedule.eval_every is not None and (chief or schedule.patience is not None)
     validator = Validator(pipeline_config, work / "eval") if evaluating else None
+    started, earlier = time.monotonic(), journal.elapsed
+
+    def elapsed() -> float:
+        return earlier + time.monotonic() - started
 
     def deliver(step: int, scalars: dict[str, float]) -> None:
-        journal.add_losses(step, scalars)
+        journal.add_losses(step, scalars, elapsed())
         if on_losses:
             on_losses(step, scalars)
 
     watcher = EventWatcher(events, deliver)
 
-    def validate(step: int, prefix: str) -> None:
-        if validator is None or not schedule.evaluates_at(step) or any(r["step"] == step for r in journal.val):
+    def validate(step: int, prefix: str, forced: bool = False) -> None:
+        due = forced or schedule.evaluates_at(step)
+        if validator is None or not due or any(r["step"] == step for r in journal.val):
             return
         start = time.monotonic()
         metrics = validator(prefix)
         metrics[EVAL_SECONDS] = time.monotonic() - start  # what validation costs the run
-        journal.add_val(step, metrics, prefix)
+        journal.add_val(step, metrics, prefix, elapsed())
         if on_val:
             on_val(step, metrics)
         if journal.patience_ran_out(schedule.patience):
-            raise _StopEarly
+            raise _Stop("patience")
 
     saved = [restored_step]  # this worker's own last checkpoint (a non-chief's are temporary)
 
@@ -392,13 +426,21 @@ def fit(
 
     def after_save(step: int, prefix: str) -> None:
         saved.append(step)
-        validate(step, prefix)
+        # Never at train_loop's step-0 save, made before anything trained.
+        out_of_time = all_agree_to_stop(strategy, step > 0 and schedule.out_of_time(elapsed()))
+        validate(step, prefix, forced=out_of_time)  # the last checkpoint is a candidate too
+        if out_of_time:
+            raise _Stop("budget")
 
-    stopped_early = restored is not None and journal.patience_ran_out(schedule.patience)
+    stop = "num_steps"
+    if restored is not None and journal.patience_ran_out(schedule.patience):
+        stop = "patience"
+    elif restored is not None and schedule.out_of_time(earlier):
+        stop = "budget"
     try:
-        if restored and not stopped_early:  # an evaluation the interrupted run did not get to
+        if restored and stop == "num_steps":  # an evaluation the interrupted run did not get to
             validate(restored_step, restored)
-        if restored_step < schedule.num_steps and not stopped_early:
+        if restored_step < schedule.num_steps and stop == "num_steps":
             with checkpoint_hook(before_save, after_save), strategy.scope():
                 model_lib_v2.train_loop(
                     pipeline_config_path=str(pipeline_config),
@@ -409,8 +451,8 @@ def fit(
                     record_summaries=False,  # input-image summaries only: they bloat the events
                     num_steps_per_iteration=schedule.steps_per_loop,
                 )
-    except _StopEarly:
-        stopped_early = True
+    except _Stop as stopped:
+        stop = stopped.reason
     finally:
         if validator is not None:
             validator.close()
@@ -420,26 +462,43 @@ def fit(
     watcher.poll(final=True)
     check_finite(journal.losses)
     last, last_step = (latest(work), saved[-1]) if chief else (None, saved[-1])
+    seconds = elapsed() if last_step > restored_step else earlier
     if chief and schedule.keep == "best" and journal.best is not None:
         best = journal.best
-        return Outcome(last_step, stopped_early, str(work / best["checkpoint"]), best["step"], best["metrics"])
+        return Outcome(last_step, stop, seconds, str(work / best["checkpoint"]), best["step"], best["metrics"])
     val = next((r for r in journal.val if r["step"] == last_step), {})
-    return Outcome(last_step, stopped_early, last, last_step, {k: v for k, v in val.items() if k != "step"})
+    return Outcome(
+        last_step, stop, seconds, last, last_step, {k: v for k, v in val.items() if k not in ("step", ELAPSED)}
+    )
+
+
+def all_agree_to_stop(strategy: tf.distribute.Strategy, stop: bool) -> bool:
+    """Whether any worker wants to stop, the same answer on every worker: each one's clock
+    decides its own budget, and a worker that stopped alone would leave the others waiting
+    forever in their next all-reduce. One replica's process decides alone."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return stop
+    votes = strategy.run(lambda: tf.constant(1.0 if stop else 0.0))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None).numpy() > 0)
 
 
 class Progress:
     """A one-line progress report per logged step: step, loss, rate and time left, measured
-    from this run's own start (a resumed run counts only the steps it trained)."""
+    from this run's own start (a resumed run counts only the steps it trained). With a time
+    budget, the time left is the budget's when that ends training first."""
 
-    def __init__(self, total_steps: int, first_step: int = 0) -> None:
+    def __init__(
+        self, total_steps: int, first_step: int = 0, max_minutes: float | None = None, spent: float = 0.0
+    ) -> None:
         self.total = total_steps
         self.first = first_step
         self.start = time.monotonic()
+        self.budget_left = 60 * max_minutes - spent if max_minutes is not None else math.inf
 
     def line(self, step: int, scalars: dict[str, float]) -> str:
         elapsed = time.monotonic() - self.start
         rate = (step - self.first) / elapsed if elapsed > 0 and step > self.first else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        eta = min((self.total - step) / rate, max(0.0, self.budget_left - elapsed)) if rate > 0 else float("nan")
         return (
             f"step {step}/{self.total} ({100 * step / self.total:.0f}%)  "
             f"loss {scalars.get(LOSS, float('nan')):.3f}  "

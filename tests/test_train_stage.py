@@ -122,8 +122,11 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(project: Path, how:
     assert checkpoint_step(latest(work)) == STEPS
     rows = read_csv(project / paths.train_plot)
     assert [int(r["step"]) for r in rows] == [10, 20, 30, 40], "each step once"
+    elapsed = [float(r["elapsed_s"]) for r in rows]  # the resumed run's clock continues the first's
+    assert 0 < elapsed[0] and elapsed == sorted(elapsed)
     selection = json.loads((project / paths.train_selection).read_text())
-    assert selection["last_step"] == STEPS and selection["step"] in (20, 40)
+    assert selection["last_step"] == STEPS and selection["step"] in (20, 40) and selection["stop"] == "num_steps"
+    assert selection["train_seconds"] >= elapsed[-1]
     assert [int(r["step"]) for r in read_csv(project / paths.val_plot)] == [20, 40]
 
     client, runs = _runs(project, seed)
@@ -150,6 +153,22 @@ def test_a_loss_that_turns_nan_stops_training_naming_the_step(project: Path, tmp
     nan_step = int(found.group(2))
     work = _work_folder(project, 13)
     assert checkpoint_step(latest(work)) < nan_step, "a diverged checkpoint was saved"
+
+
+def test_a_time_budget_ends_training_at_a_checkpoint_and_keeps_the_best(project: Path) -> None:
+    """A budget far shorter than one loop: training stops at the first checkpoint, which is
+    evaluated although eval_every has not come, and exported as the best."""
+    _compose(project, "train.seed=16", "train.max_minutes=0.001")
+    proc = _train(project)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    paths = load_params(project).paths
+    selection = json.loads((project / paths.train_selection).read_text())
+    assert selection["stop"] == "budget" and selection["stopped_early"]
+    assert selection["last_step"] == selection["step"] == 10 and selection["train_seconds"] > 0.06
+    (val,) = read_csv(project / paths.val_plot)
+    assert int(val["step"]) == 10 and float(val["elapsed_s"]) > 0.06
+    client, (run,) = _runs(project, 16)
+    assert run.data.metrics["train/last_step"] == 10 and run.data.tags["odpipe.stop"] == "budget"
 
 
 def test_mirrored_strategy_over_two_logical_cpus(project: Path) -> None:
@@ -184,11 +203,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_multi_worker_strategy_with_two_worker_processes(project: Path) -> None:
+@pytest.mark.parametrize("budget", [None, 0.001])
+def test_multi_worker_strategy_with_two_worker_processes(project: Path, budget: float | None) -> None:
     """Two real workers on 127.0.0.1 (TF_CONFIG), each reading its own TFRecord shard: both
-    reach the last step together, the chief alone records, and the worker's temporary
-    checkpoint folders are gone."""
-    _compose(project, "train.seed=15")
+    reach the last step together (with a time budget, both stop at the first checkpoint: each
+    worker's own clock never stops it alone), the chief alone records, and the worker's
+    temporary checkpoint folders are gone."""
+    seed = 15 if budget is None else 17
+    steps = STEPS if budget is None else 10
+    _compose(project, f"train.seed={seed}", f"train.max_minutes={'null' if budget is None else budget}")
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     procs = [
         subprocess.Popen(
@@ -207,14 +230,15 @@ def test_multi_worker_strategy_with_two_worker_processes(project: Path) -> None:
         for p in procs:
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
-    assert "worker:1 done at step 40" in outputs[1]
+    assert f"worker:1 done at step {steps}" in outputs[1]
     paths = load_params(project).paths
-    assert json.loads((project / paths.train_selection).read_text())["last_step"] == STEPS
-    work = _work_folder(project, 15)
+    assert json.loads((project / paths.train_selection).read_text())["last_step"] == steps
+    work = _work_folder(project, seed)
     assert not list(work.rglob("workertemp*")), "temporary worker folders left behind"
-    client, runs = _runs(project, 15)
+    client, runs = _runs(project, seed)
     (run,) = runs
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/total_loss")) == [10, 20, 30, 40]
+    logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/total_loss"))
+    assert logged == list(range(10, steps + 1, 10))
 
 
 def test_multi_worker_needs_a_shard_per_worker(project: Path) -> None:

@@ -76,6 +76,20 @@ def test_journal_forgets_what_came_after_the_checkpoint_it_resumes_from(tmp_path
     assert [r["step"] for r in Journal.open(tmp_path, 20).losses] == [10, 20]
 
 
+def test_the_time_spent_training_adds_up_over_resumed_runs(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path, 0)
+    journal.add_losses(10, {"loss/total_loss": 1.0}, elapsed=30.0)
+    journal.add_val(10, {"val/map": 0.1}, _checkpoint(tmp_path, 10), elapsed=42.5)
+    journal.add_losses(20, {"loss/total_loss": 0.5}, elapsed=70.0)  # logged, then killed before its checkpoint
+    assert Journal.open(tmp_path, 10).elapsed == 42.5  # a resumed run's budget starts from here
+    assert Journal.open(tmp_path, 0).elapsed == 0.0
+    budget = Schedule(num_steps=100, steps_per_loop=10, eval_every=10, patience=None, max_minutes=0.7)
+    assert not budget.out_of_time(41.9) and budget.out_of_time(42.0)
+    assert not Schedule(num_steps=100, steps_per_loop=10, eval_every=10, patience=None).out_of_time(1e9)
+    with pytest.raises(ValueError, match="max_minutes"):
+        Schedule(num_steps=100, steps_per_loop=10, eval_every=10, patience=None, max_minutes=0)
+
+
 def test_best_checkpoint_and_patience(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, 0)
     maps = {10: 0.2, 20: 0.5, 30: 0.5, 40: 0.4, 50: 0.45}
