@@ -20,7 +20,7 @@ from odpipe.synthetic import SyntheticSpec, generate
 from odpipe.tfrecord import ImageBoxes, group_csv_rows, with_images, write_tfrecords
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("none", "light", "default", "heavy")
+POLICIES = ("none", "light", "default", "heavy", "mosaic")
 ROUNDS = 3  # interleaved, best of each kept: the least disturbed measurement
 
 

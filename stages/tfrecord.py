@@ -11,7 +11,7 @@ from odpipe.files import fresh_dir, iter_csv
 from odpipe.parallel import Workers, resolve_workers
 from odpipe.runtime import stage
 from odpipe.splitting import SPLITS
-from odpipe.tfrecord import auto_num_shards, group_csv_rows, with_images, write_serialized
+from odpipe.tfrecord import auto_num_shards, group_csv_rows, write_serialized
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> None:
             log.info("%s: %d examples from %d images in %d shard(s)", split, count, len(records), num_shards)
             if split == "train":
                 classes = sorted({text for record in records for text in record.texts})
-                preview = preview_grid(list(with_images(records[:16], images)), policy, classes)
+                preview = preview_grid(records, images, policy, classes)
                 preview.save(cfg.paths.augment_preview)
 
 

@@ -110,7 +110,7 @@ def test_none_gives_the_unaugmented_set(examples, tmp_path: Path) -> None:
 
 
 def test_every_shipped_policy_builds_and_a_bad_one_is_named() -> None:
-    for name in ("light", "default", "heavy"):
+    for name in ("light", "default", "heavy", "mosaic"):
         build_transform(_policy(name))
     with pytest.raises(ValueError, match="'Fliplr' is not an Albumentations transform"):
         build_transform(Policy(1, ({"name": "Fliplr"},)))
@@ -118,8 +118,8 @@ def test_every_shipped_policy_builds_and_a_bad_one_is_named() -> None:
         build_transform(Policy(1, ({"name": "HorizontalFlip", "probability": 0.5},)))
 
 
-def test_the_preview_shows_each_image_beside_its_copies(examples) -> None:
-    grid = preview_grid(examples, _policy("default"), list(CLASSES), rows=2)
+def test_the_preview_shows_each_image_beside_its_copies(examples, tmp_path: Path) -> None:
+    grid = preview_grid([record for record, _ in examples], tmp_path / "raw", _policy("default"), list(CLASSES), rows=2)
     assert grid.size == (3 * 256, 2 * 256)
 
 
