@@ -18,6 +18,7 @@ from object_detection.builders import model_builder
 from object_detection.protos import pipeline_pb2, preprocessor_pb2, train_pb2
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
+from odpipe.backbones import CENTER_NET_MOBILENET_V2
 
 ARCHITECTURES = ("ssd", "faster_rcnn", "center_net")
 
@@ -44,7 +45,7 @@ class PipelineSettings:
     train_input: str
     eval_input: str
     image_size: int | None = None
-    depth_multiplier: float | None = None  # SSD backbone width: the model-size knob of a sweep
+    depth_multiplier: float | None = None  # SSD or CenterNet MobileNetV2 width: the model-size knob of a sweep
     learning_rate: float | None = None
     warmup_steps: int | None = None
     fine_tune_checkpoint: str | None = None
@@ -194,8 +195,12 @@ def apply_settings(
     if settings.image_size is not None:
         _set_image_size(model, settings.image_size)
     if settings.depth_multiplier is not None:
-        if architecture(config) != "ssd":
-            raise ValueError("model.depth_multiplier applies to SSD models only; set it to null")
+        arch, extractor = architecture(config), model.feature_extractor.type
+        if not (arch == "ssd" or (arch == "center_net" and extractor in CENTER_NET_MOBILENET_V2)):
+            raise ValueError(
+                f"model.depth_multiplier applies to SSD and CenterNet MobileNetV2 models only, not this {arch} "
+                f"model's {extractor!r} backbone; set it to null"
+            )
         model.feature_extractor.depth_multiplier = settings.depth_multiplier
     _set_post_processing(config, settings)
     _boxes_only(config)

@@ -1,4 +1,5 @@
-"""The one bridge between tf-slim 1.1.0 and TensorFlow 2.15.
+"""The one bridge between tf-slim 1.1.0 and TensorFlow 2.15 (and the hook that keeps OD API
+model builds from downloading backbone weights on their own: :mod:`odpipe.backbones`).
 
 tf-slim (used by the OD API's ``TfExampleDecoder``) calls ``control_flow_ops.case`` and
 ``control_flow_ops.cond``; TF 2.15 moved them to ``control_flow_case`` and ``cond`` without
@@ -14,3 +15,7 @@ if not hasattr(_control_flow_ops, "case"):
     _control_flow_ops.case = _control_flow_case.case
 if not hasattr(_control_flow_ops, "cond"):
     _control_flow_ops.cond = _cond.cond
+
+# Imported here, with the bridge every OD API user of odpipe imports, so that no model build
+# anywhere in odpipe can miss it.
+from odpipe import backbones as _backbones  # noqa: E402,F401

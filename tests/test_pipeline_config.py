@@ -21,6 +21,7 @@ from odpipe.pipeline_config import (
 from .conftest import ROOT
 
 BASE = ROOT / "conf" / "model" / "base" / "ssd_mobilenet_v2_small.config"
+CENTERNET_MOBILENET = ROOT / "conf" / "model" / "base" / "centernet_mobilenet_v2_fpn_small.config"
 ZOO_LIKE = ROOT / "tests" / "data" / "pipeline_configs"
 
 
@@ -63,8 +64,20 @@ def test_depth_multiplier_widens_an_ssd_backbone_and_is_refused_elsewhere() -> N
     config = apply_settings(load_pipeline(BASE), _settings(depth_multiplier=0.5))
     assert config.model.ssd.feature_extractor.depth_multiplier == pytest.approx(0.5)
     validate(config)
-    with pytest.raises(ValueError, match="SSD models only"):
-        apply_settings(load_pipeline(ZOO_LIKE / "faster_rcnn_resnet50.config"), _settings(depth_multiplier=0.5))
+    for name in ("faster_rcnn_resnet50", "centernet_resnet50_fpn_kpts"):  # their builders would ignore it
+        with pytest.raises(ValueError, match="SSD and CenterNet MobileNetV2 models only, not this .*resnet"):
+            apply_settings(load_pipeline(ZOO_LIKE / f"{name}.config"), _settings(depth_multiplier=0.5))
+
+
+def test_depth_multiplier_sets_the_width_of_a_centernet_mobilenet_v2() -> None:
+    base = load_pipeline(CENTERNET_MOBILENET)
+    widths = {}
+    for multiplier in (0.35, 1.0):
+        config = apply_settings(base, _settings(num_classes=3, depth_multiplier=multiplier))
+        assert config.model.center_net.feature_extractor.depth_multiplier == pytest.approx(multiplier)
+        backbone = build_model(config)._feature_extractor.classification_backbone
+        widths[multiplier] = backbone.get_layer("block_16_project").output.shape[-1]
+    assert widths == {0.35: 112, 1.0: 320}  # MobileNetV2's last block: 320 channels times the multiplier
 
 
 def test_warmup_never_exceeds_the_run_and_checkpoint_is_set_when_given() -> None:
