@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench bench-augment bench-train bench-data bench-track lint format mlflow-ui
+.PHONY: help env params deps repro test bench bench-quality bench-augment bench-train bench-data bench-track lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test: $(STAMP)  ## run the test suite
 
 bench: $(STAMP)  ## quality bar: default pipeline from scratch, test mAP and stage times
 	$(PY) benchmarks/quality.py
+
+bench-quality: $(STAMP)  ## recipes of benchmarks/recipes.yaml, one budget each, as a queued DVC sweep (ARGS="--budget 8")
+	$(PY) benchmarks/recipes.py $(ARGS)
 
 bench-augment: $(STAMP)  ## cost of each augmentation policy in the tfrecord stage, against `none`
 	$(PY) benchmarks/augment_speed.py

@@ -4,6 +4,7 @@ benchmarks (which must neither disturb nor reuse the user's workspace and caches
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -54,6 +55,24 @@ def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.
     if proc.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {root}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def experiments(root: Path) -> dict[str, dict]:
+    """``dvc exp show --json`` as {name: {"rev", "params", "metrics"}}: the params of params.yaml
+    and the metrics of every metrics file, by file, of each named experiment."""
+    shown = json.loads(run_dvc(root, "exp", "show", "--json").stdout)
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for revision in exp["revs"]:
+                data = revision.get("data") or {}
+                if revision.get("name") and data:
+                    found[revision["name"]] = {
+                        "rev": revision["rev"],
+                        "params": data["params"]["params.yaml"]["data"],
+                        "metrics": {path: file.get("data", {}) for path, file in data.get("metrics", {}).items()},
+                    }
+    return found
 
 
 def repro_timed(root: Path) -> dict[str, float]:

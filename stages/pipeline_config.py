@@ -1,15 +1,22 @@
-"""pipeline_config: the base model's pipeline.config with odpipe's settings, validated (the model
-builds, and its fine-tune checkpoint restores) before anything trains."""
+"""pipeline_config: the base model's pipeline.config with odpipe's settings (and, with
+``pipeline_config.anchors=fit``, anchors fitted to the train boxes), validated (the model builds,
+and its fine-tune checkpoint restores) before anything trains."""
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from odpipe.anchors import read_box_shapes, set_anchors, summary_line
+from odpipe.backbones import check_backbone_init
 from odpipe.base_model import PIPELINE_CONFIG, checkpoint_prefix
+from odpipe.files import write_json
 from odpipe.label_map import read_label_map
 from odpipe.pipeline_config import PipelineSettings, apply_settings, load_pipeline, validate, write_pipeline
 from odpipe.runtime import stage
 from odpipe.tfrecord import shard_pattern
+
+log = logging.getLogger(__name__)
 
 
 @stage("pipeline_config")
@@ -34,8 +41,13 @@ def main(cfg: DictConfig) -> None:
         augmentation=tuple(online) if online is not None else None,
     )
     config = apply_settings(load_pipeline(base / PIPELINE_CONFIG), settings)
+    check_backbone_init(config, cfg.model.backbone_init)  # train uses it; refused here, before any work
+    shapes = read_box_shapes(Path(cfg.paths.convert) / "train.csv")
+    config, anchors = set_anchors(config, shapes, cfg.pipeline_config.anchors, cfg.pipeline_config.anchor_clusters)
     validate(config)
     write_pipeline(config, Path(cfg.paths.pipeline_config))
+    write_json(anchors, cfg.paths.anchors)
+    log.info("%s (%s)", summary_line(anchors), cfg.paths.anchors)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from odpipe.backbones import backbone_init
 from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.files import write_csv, write_json
@@ -48,6 +49,7 @@ def main(cfg: DictConfig) -> None:
         patience=cfg.train.patience,
         keep=cfg.train.keep,
         checkpoint_max_to_keep=cfg.train.checkpoint_max_to_keep,
+        max_minutes=cfg.train.max_minutes,
     )
     check_val_data(list(config.eval_input_reader[0].tf_record_input_reader.input_path), schedule)
     tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -61,13 +63,15 @@ def main(cfg: DictConfig) -> None:
         "base_model": sha256_file(Path(cfg.paths.base_model) / "source.json"),
         "data": data_version,
         "seed": str(cfg.train.seed),
+        "backbone_init": cfg.model.backbone_init,
     }
     work = project_root(Path.cwd()) / cfg.paths.train_work / inputs_digest(inputs)[:16]
     log.info("%s with %d replica(s); checkpoints in %s", cluster.task, strategy.num_replicas_in_sync, work)
     if not cluster.is_chief:  # trains in step with the chief; records, outputs and resume are the chief's
         restored, step = resume_point(work)
         journal = Journal.open(work, step, writable=False)
-        outcome = fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
+        with backbone_init(cfg.model.backbone_init, config):
+            outcome = fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
         log.info("%s done at step %d", cluster.task, outcome.last_step)
         return
 
@@ -85,13 +89,15 @@ def main(cfg: DictConfig) -> None:
             tags |= {RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: str(first_step)}
             done = "already trained" if first_step >= schedule.num_steps else "resuming from"
             log.info("%s step %d (checkpoint %s); MLflow run %s continues", done, first_step, restored, previous)
-        params = flatten({"train": OmegaConf.to_container(cfg.train)})
+        params = flatten(
+            {"train": OmegaConf.to_container(cfg.train), "model": {"backbone_init": cfg.model.backbone_init}}
+        )
         run_id = mlflow.start(lambda client: create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params, tags))
         if restored and previous:
             mlflow.close_interrupted(previous)
         journal.set_run(run_id)
         mlflow.history(journal.losses + journal.val)
-        progress = Progress(schedule.num_steps, first_step)
+        progress = Progress(schedule.num_steps, first_step, schedule.max_minutes, journal.elapsed)
 
         def on_losses(step: int, scalars: dict[str, float]) -> None:
             mlflow.metrics(scalars, step)
@@ -104,9 +110,10 @@ def main(cfg: DictConfig) -> None:
         with mlflow.status():
             logged = (pipeline_config, cfg.paths.label_map, Path(cfg.paths.base_model) / "source.json")
             mlflow.artifacts(Path(p) for p in logged)
-            outcome = fit(
-                pipeline_config, work, schedule, strategy, journal, restored, True, on_losses, on_val, use_tpu
-            )
+            with backbone_init(cfg.model.backbone_init, config):  # ImageNet weights for training's model only
+                outcome = fit(
+                    pipeline_config, work, schedule, strategy, journal, restored, True, on_losses, on_val, use_tpu
+                )
             selection = outcome.selection(schedule.keep)
             log.info("exporting the %s checkpoint: %s", schedule.keep, selection)
             with publishing(Path(cfg.paths.train)) as out:
@@ -115,7 +122,8 @@ def main(cfg: DictConfig) -> None:
                 write_run_file(out / Path(cfg.paths.mlflow_run).name, run_id, uri)
             write_csv(*rows_table(journal.losses), cfg.paths.train_plot)
             write_csv(*rows_table(journal.val), cfg.paths.val_plot)
-            mlflow.tags({"odpipe.selected_step": str(outcome.step), "odpipe.stopped_early": str(outcome.stopped_early)})
+            mlflow.metrics({"train/last_step": outcome.last_step, "train/seconds": outcome.elapsed}, outcome.last_step)
+            mlflow.tags({"odpipe.selected_step": str(outcome.step), "odpipe.stop": outcome.stop})
         mlflow.report()
 
 

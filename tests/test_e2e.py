@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from odpipe.evaluation import COCO_STATS, detect, load_detector
 from odpipe.files import read_csv, read_jsonl
 from odpipe.label_map import read_label_map
-from odpipe.project import copy_project, run_dvc, stage_names
+from odpipe.project import copy_project, experiments, run_dvc, stage_names
 from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.splitting import SPLITS
@@ -319,22 +319,6 @@ def test_quality_gate_fails_clearly_or_registers_the_model(project: Path) -> Non
     }
 
 
-def _experiments(project: Path) -> dict[str, dict]:
-    """`dvc exp show --json`: each experiment's name, params and metrics, by name."""
-    shown = json.loads(run_dvc(project, "exp", "show", "--json").stdout)
-    found = {}
-    for baseline in shown:
-        for exp in baseline.get("experiments") or []:
-            for revision in exp["revs"]:
-                data = revision.get("data") or {}
-                if revision.get("name") and data:
-                    found[revision["name"]] = {
-                        "params": data["params"]["params.yaml"]["data"],
-                        "metrics": data["metrics"].get("reports/evaluate.json", {}).get("data", {}),
-                    }
-    return found
-
-
 def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> None:
     """`dvc exp run --queue` then `dvc queue start -j 2` before any MLflow store exists: both
     workers create it at once, each in a temporary copy of the repo deleted afterwards. Both
@@ -356,9 +340,10 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
     )
     assert not list((fresh / ".dvc" / "tmp" / "exps").glob("tmp*")), "the queue's temporary copies are still there"
 
-    swept = _experiments(fresh)
+    swept = experiments(fresh)
     assert sorted(exp["params"]["train"]["learning_rate"] for exp in swept.values()) == [0.01, 0.03]
-    assert all(exp["metrics"]["map"] >= 0 and "threshold" in exp["metrics"] for exp in swept.values())
+    evaluated = [exp["metrics"]["reports/evaluate.json"] for exp in swept.values()]
+    assert all(metrics["map"] >= 0 and "threshold" in metrics for metrics in evaluated)
     client = MlflowClient(f"sqlite:///{fresh / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("odpipe")
     assert experiment.artifact_location == (fresh / "mlruns" / "odpipe").as_uri()
