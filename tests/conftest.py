@@ -13,10 +13,30 @@ from pathlib import Path
 
 import pytest
 
+from odpipe.pipeline_config import PipelineSettings
 from odpipe.synthetic import SyntheticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
+
+
+def pipeline_settings(**changes) -> PipelineSettings:
+    """Small, valid settings for a pipeline.config in unit tests; ``changes`` override them."""
+    values = dict(
+        num_classes=5,
+        image_size=96,
+        batch_size=4,
+        num_steps=300,
+        learning_rate=0.05,
+        warmup_steps=50,
+        max_detections=20,
+        nms_iou_threshold=0.5,
+        label_map_path="lm.pbtxt",
+        train_input="tf/train-?????-of-?????.tfrecord",
+        eval_input="tf/val-?????-of-?????.tfrecord",
+    )
+    values.update(changes)
+    return PipelineSettings(**values)
 
 
 @pytest.fixture

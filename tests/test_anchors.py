@@ -18,8 +18,7 @@ from odpipe.annotations import CSV_COLUMNS
 from odpipe.files import write_csv
 from odpipe.pipeline_config import apply_settings, build_model, load_pipeline, write_pipeline
 
-from .conftest import ROOT
-from .test_pipeline_config import _settings
+from .conftest import ROOT, pipeline_settings
 
 BASE = ROOT / "conf" / "model" / "base" / "ssd_mobilenet_v2_small.config"
 ZOO_LIKE = ROOT / "tests" / "data" / "pipeline_configs"
@@ -56,7 +55,7 @@ def _shapes(boxes: list[tuple[float, float]]) -> BoxShapes:
 
 def _ssd(num_classes: int = 3):
     """The built-in SSD base as the stage edits it (a square 96-pixel input)."""
-    return apply_settings(load_pipeline(BASE), _settings(num_classes=num_classes))
+    return apply_settings(load_pipeline(BASE), pipeline_settings(num_classes=num_classes))
 
 
 def test_box_shapes_are_normalised_and_negatives_skipped(tmp_path: Path) -> None:
@@ -95,7 +94,7 @@ def test_ratios_are_those_of_the_model_input_not_of_the_image(tmp_path: Path) ->
     the square fixed-shape resizer stretches it to 1:2."""
     shapes = read_box_shapes(_train_csv(tmp_path / "train.csv", [(0.25, 0.5)] * 8))
     np.testing.assert_allclose(anchor_space(shapes, _ssd()), [[0.25, 0.5]] * 8)
-    fpn = apply_settings(load_pipeline(ZOO_LIKE / "efficientdet_d0.config"), _settings(image_size=128))
+    fpn = apply_settings(load_pipeline(ZOO_LIKE / "efficientdet_d0.config"), pipeline_settings(image_size=128))
     np.testing.assert_allclose(anchor_space(shapes, fpn), [[0.25, 0.25]] * 8)  # aspect kept, padded square
 
 
@@ -137,7 +136,9 @@ def test_the_fitted_ssd_builds_and_keeps_the_fitted_anchors(tmp_path: Path) -> N
 
 
 def test_fpn_ssds_get_ratios_only() -> None:
-    base = apply_settings(load_pipeline(ZOO_LIKE / "ssd_mobilenet_v2_fpnlite.config"), _settings(image_size=128))
+    base = apply_settings(
+        load_pipeline(ZOO_LIKE / "ssd_mobilenet_v2_fpnlite.config"), pipeline_settings(image_size=128)
+    )
     config, summary = fit_anchors(base, _shapes([(0.2, 0.4)] * 10 + [(0.1, 0.1)] * 10), clusters=2)
     generator = config.model.ssd.anchor_generator.multiscale_anchor_generator
     assert list(generator.aspect_ratios) == [0.5, 1.0]

@@ -30,7 +30,7 @@ from odpipe.runtime import compose_config
 from odpipe.synthetic import SyntheticSpec, render_image
 from odpipe.tfrecord import ImageBoxes, shard_pattern, write_tfrecords
 
-from .conftest import CLASSES, ROOT, RangeHandler, serve
+from .conftest import CLASSES, ROOT, RangeHandler, pipeline_settings, serve
 
 CENTERNET = ROOT / "conf" / "model" / "base" / "centernet_mobilenet_v2_fpn_small.config"
 SSD = ROOT / "conf" / "model" / "base" / "ssd_mobilenet_v2_small.config"
@@ -38,19 +38,11 @@ WEIGHTS_1_0 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 
 
 def _settings(**changes) -> PipelineSettings:
-    values = dict(
-        num_classes=len(CLASSES),
-        image_size=160,
-        batch_size=16,
-        num_steps=6000,
-        max_detections=100,
-        nms_iou_threshold=0.6,
-        label_map_path="lm.pbtxt",
-        train_input="tf/train-?????-of-?????.tfrecord",
-        eval_input="tf/val-?????-of-?????.tfrecord",
+    """The built-in model's size: 160 px, batch 16, 6000 steps, the base's own rate."""
+    values = dict(num_classes=len(CLASSES), image_size=160, batch_size=16, num_steps=6000, max_detections=100)
+    return pipeline_settings(
+        **{**values, "learning_rate": None, "warmup_steps": None, "nms_iou_threshold": 0.6, **changes}
     )
-    values.update(changes)
-    return PipelineSettings(**values)
 
 
 def _centernet(**changes):
