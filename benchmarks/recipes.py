@@ -19,12 +19,14 @@ import argparse
 import csv
 import filecmp
 import io
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -36,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = Path(__file__).with_name("recipes.yaml")
 STEPS_PER_LOOP = 100
 EVALUATIONS = 10  # val evaluations per run: the points of each curve
-TRAINING_SHARE = 0.85  # of the budget for training steps; the rest: model builds and val evaluations
-CALIBRATION_STEPS = (20, 100)  # the rate is measured between these steps, past the model build
+SLACK = 0.95  # of what is left of the budget after the start-up and the evaluations the probe measured
+PROBE_STEPS = (20, 100)  # the rate is measured between these steps, past the model build
 REACHED = 0.5  # "time to val mAP 0.5"
 # The anchor of issue 14: Ultralytics YOLOv8n from scratch, 160 px, batch 16, its default recipe,
 # 30 minutes on the same 2-core machine, same split, scored with pycocotools (2026-11).
@@ -86,31 +88,45 @@ def rows(text: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def training_rate(work: Path, name: str, recipe: list[str]) -> float:
-    """Steps per second of this recipe's training here, from a short run of the train stage
-    (an experiment removed afterwards), timed past its first loop so the model build is left out."""
-    first, last = CALIBRATION_STEPS
-    probe = f"rate-{name}"
-    settings = [*recipe, f"train.num_steps={last}", f"train.steps_per_loop={first}", "train.eval_every=null"]
-    run_dvc(work, "exp", "run", "--temp", "-n", probe, *overrides([*settings, "train.keep=last"]), "train")
+@dataclass(frozen=True)
+class Probe:
+    """What a recipe costs here: training steps/s, seconds before the first step (model build,
+    tracing, input pipeline) and seconds of one val evaluation."""
+
+    rate: float
+    startup: float
+    evaluation: float
+
+    def settings(self, budget: float) -> list[str]:
+        """Steps that fill the budget: what start-up and EVALUATIONS evaluations leave of it, at
+        this rate; max_minutes still caps the run if the machine slows down."""
+        seconds = 60 * budget - self.startup - EVALUATIONS * self.evaluation
+        loops = max(EVALUATIONS, int(SLACK * seconds * self.rate / STEPS_PER_LOOP))
+        every = math.ceil(loops / EVALUATIONS) * STEPS_PER_LOOP
+        return [
+            f"train.num_steps={loops * STEPS_PER_LOOP}",
+            f"train.steps_per_loop={STEPS_PER_LOOP}",
+            f"train.eval_every={every}",
+            f"train.max_minutes={budget}",
+        ]
+
+
+def probe(work: Path, name: str, recipe: list[str]) -> Probe:
+    """A short run of this recipe's train stage (an experiment removed afterwards): the rate
+    between its first and last checkpoint, and its one val evaluation, at the end."""
+    first, last = PROBE_STEPS
+    exp = f"probe-{name}"
+    settings = [f"train.num_steps={last}", f"train.steps_per_loop={first}", f"train.eval_every={last}"]
+    run_dvc(work, "exp", "run", "--temp", "-n", exp, *overrides([*recipe, *settings]), "train")
+    paths = load_params(work).paths
     try:
-        losses = rows(file_at(work, experiments(work)[probe]["rev"], load_params(work).paths.train_plot))
+        rev = experiments(work)[exp]["rev"]
+        losses, (val,) = rows(file_at(work, rev, paths.train_plot)), rows(file_at(work, rev, paths.val_plot))
     finally:
-        run_dvc(work, "exp", "remove", probe)
+        run_dvc(work, "exp", "remove", exp)
     elapsed = {int(r["step"]): float(r["elapsed_s"]) for r in losses}
-    return (last - first) / (elapsed[last] - elapsed[first])
-
-
-def sized(rate: float, budget: float) -> list[str]:
-    """Steps that fill the budget at this rate, evaluated EVALUATIONS times; the budget caps it."""
-    loops = max(1, int(rate * 60 * budget * TRAINING_SHARE / STEPS_PER_LOOP))
-    every = max(1, loops // EVALUATIONS) * STEPS_PER_LOOP
-    return [
-        f"train.num_steps={loops * STEPS_PER_LOOP}",
-        f"train.steps_per_loop={STEPS_PER_LOOP}",
-        f"train.eval_every={every}",
-        f"train.max_minutes={budget}",
-    ]
+    rate = (last - first) / (elapsed[last] - elapsed[first])
+    return Probe(rate, startup=elapsed[first] - first / rate, evaluation=float(val["val/seconds"]))
 
 
 def run_queue(work: Path, timeout_hours: float) -> None:
@@ -223,9 +239,12 @@ def main(argv: list[str]) -> int:
     pending = {name: recipe for name, recipe in recipes.items() if f"{name}-{tag}" not in done}
     print(f"{len(recipes) - len(pending)} recipe(s) already run at {tag}; running {', '.join(pending) or 'none'}")
     for name, recipe in pending.items():
-        rate = training_rate(args.work, name, recipe)
-        settings = [*recipe, *sized(rate, args.budget)]
-        print(f"  {name}: {rate:.2f} steps/s here -> {' '.join(settings)}")
+        cost = probe(args.work, name, recipe)
+        settings = [*recipe, *cost.settings(args.budget)]
+        print(
+            f"  {name}: {cost.rate:.2f} steps/s, {cost.startup:.0f} s to start, {cost.evaluation:.0f} s per "
+            f"evaluation -> {' '.join(settings)}"
+        )
         run_dvc(args.work, "exp", "run", "--queue", "-n", f"{name}-{tag}", *overrides(settings))
     if pending:
         run_queue(args.work, timeout_hours=len(pending) * args.budget / 60 * 2 + 1)
