@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras.src.applications import mobilenet_v2 as keras_mobilenet_v2
 from object_detection import model_lib_v2
 
-from odpipe.backbones import BackboneDownloadError, backbone_init, check_backbone_init
+from odpipe.backbones import BATCHNORM_MOMENTUM, BackboneDownloadError, backbone_init, check_backbone_init
 from odpipe.label_map import class_ids, write_label_map
 from odpipe.pipeline_config import (
     PipelineSettings,
@@ -107,6 +107,10 @@ def test_the_builtin_centernet_validates_for_three_classes() -> None:
     cosine = config.train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
     assert cosine.learning_rate_base == pytest.approx(0.005) and cosine.total_steps == 6000
     validate(config)
+    # Batch-norm statistics that follow thousands of steps, not the OD API's 300k-step 0.9997.
+    backbone = build_model(config)._feature_extractor.classification_backbone
+    momenta = {layer.momentum for layer in backbone.layers if type(layer).__name__ == "FreezableBatchNorm"}
+    assert momenta == {BATCHNORM_MOMENTUM}
 
 
 def test_imagenet_is_refused_where_it_cannot_apply() -> None:
