@@ -246,13 +246,17 @@ def main(argv: list[str]) -> int:
     done = experiments(args.work)
     pending = {name: recipe for name, recipe in recipes.items() if f"{name}-{tag}" not in done}
     print(f"{len(recipes) - len(pending)} recipe(s) already run at {tag}; running {', '.join(pending) or 'none'}")
-    for name, recipe in pending.items():
+    if run_dvc(args.work, "queue", "status").stdout.count("Running"):
+        parser.error(f"experiments are running in {args.work}: probes beside them would measure a shared machine")
+    sized = {}
+    for name, recipe in pending.items():  # every probe before anything is queued: each one alone
         cost = probe(args.work, name, recipe)
-        settings = [*recipe, *cost.settings(args.budget)]
+        sized[name] = [*recipe, *cost.settings(args.budget)]
         print(
             f"  {name}: {cost.rate:.2f} steps/s, {cost.startup:.0f} s to start, {cost.evaluation:.0f} s per "
-            f"evaluation (+{cost.evaluation_build:.0f} s once) -> {' '.join(settings)}"
+            f"evaluation (+{cost.evaluation_build:.0f} s once) -> {' '.join(sized[name])}"
         )
+    for name, settings in sized.items():
         run_dvc(args.work, "exp", "run", "--queue", "-n", f"{name}-{tag}", *overrides(settings))
     if pending:
         run_queue(args.work, timeout_hours=len(pending) * args.budget / 60 * 2 + 1)
