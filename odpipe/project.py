@@ -59,8 +59,9 @@ def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.
 
 def experiments(root: Path) -> dict[str, dict]:
     """``dvc exp show --json`` as {name: {"rev", "params", "metrics"}}: the params of params.yaml
-    and the metrics of every metrics file, by file, of each named experiment."""
-    shown = json.loads(run_dvc(root, "exp", "show", "--json").stdout)
+    and the metrics of every metrics file, by file, of each named experiment, whatever commit
+    it was run from (plain ``exp show`` lists only the experiments of the current one)."""
+    shown = json.loads(run_dvc(root, "exp", "show", "--all-commits", "--json").stdout)
     found = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
