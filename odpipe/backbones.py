@@ -16,9 +16,11 @@ ImageNet; every other build stays offline (the weights then come from a checkpoi
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from keras.src.applications import mobilenet_v2 as keras_mobilenet_v2
 from keras.src.utils import data_utils
@@ -97,6 +99,13 @@ def imagenet_weights(depth_multiplier: float) -> str:
 # 1200-step run 70%, and evaluation, which uses them, sees another network than training does
 # (val heat-map loss 6.9 against 0.5 in training, val mAP 0). 0.97 is the SSD configs' decay.
 BATCHNORM_MOMENTUM = 0.97
+
+
+def code_digest() -> str:
+    """sha256 of this module. It changes what the OD API builds (initial weights, batch norm), so
+    checkpoints trained under another version of it are another model: the train stage puts it
+    in the name of its work folder, or a fixed model would silently resume the broken one."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def _mobilenet_v2(*args, weights=None, **kwargs):

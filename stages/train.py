@@ -7,7 +7,7 @@ from pathlib import Path
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.backbones import backbone_init
+from odpipe.backbones import backbone_init, code_digest
 from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.files import write_csv, write_json
@@ -64,6 +64,7 @@ def main(cfg: DictConfig) -> None:
         "data": data_version,
         "seed": str(cfg.train.seed),
         "backbone_init": cfg.model.backbone_init,
+        "model_code": code_digest(),
     }
     work = project_root(Path.cwd()) / cfg.paths.train_work / inputs_digest(inputs)[:16]
     log.info("%s with %d replica(s); checkpoints in %s", cluster.task, strategy.num_replicas_in_sync, work)

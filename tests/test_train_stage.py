@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from odpipe.backbones import code_digest
 from odpipe.checkpoints import checkpoint_step, latest
 from odpipe.files import read_csv
 from odpipe.project import copy_project, run_dvc
@@ -169,6 +170,8 @@ def test_a_time_budget_ends_training_at_a_checkpoint_and_keeps_the_best(project:
     assert int(val["step"]) == 10 and float(val["elapsed_s"]) > 0.06
     client, (run,) = _runs(project, 16)
     assert run.data.metrics["train/last_step"] == 10 and run.data.tags["odpipe.stop"] == "budget"
+    # The code that shapes the model names the work folder too: a fix there never resumes the old run.
+    assert json.loads((_work_folder(project, 16) / "inputs.json").read_text())["model_code"] == code_digest()
 
 
 def test_mirrored_strategy_over_two_logical_cpus(project: Path) -> None:
