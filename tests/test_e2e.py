@@ -342,8 +342,8 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
 
     swept = experiments(fresh)
     assert sorted(exp["params"]["train"]["learning_rate"] for exp in swept.values()) == [0.01, 0.03]
-    evaluated = [exp["metrics"]["reports/evaluate.json"] for exp in swept.values()]
-    assert all(metrics["map"] >= 0 and "threshold" in metrics for metrics in evaluated)
+    evaluated = {name: exp["metrics"]["reports/evaluate.json"] for name, exp in swept.items()}
+    assert all(metrics["map"] >= 0 and "threshold" in metrics for metrics in evaluated.values())
     client = MlflowClient(f"sqlite:///{fresh / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("odpipe")
     assert experiment.artifact_location == (fresh / "mlruns" / "odpipe").as_uri()
@@ -352,11 +352,11 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
         assert run.info.status == "FINISHED"
         assert run.data.params["train.learning_rate"] == str(exp["params"]["train"]["learning_rate"])
         assert run.data.tags["mlflow.source.git.commit"] and run.data.tags[DATA_VERSION_TAG]
-        assert run.data.metrics["map"] == pytest.approx(exp["metrics"]["map"])
+        assert run.data.metrics["map"] == pytest.approx(evaluated[name]["map"])
         report = json.loads(
             Path(client.download_artifacts(run.info.run_id, "evaluate.json", str(tmp_path))).read_text()
         )
-        assert report["map"] == pytest.approx(exp["metrics"]["map"])
+        assert report["map"] == pytest.approx(evaluated[name]["map"])
     # Same data, same TFRecords: both runs carry the same data version.
     runs = client.search_runs([experiment.experiment_id])
     assert len({r.data.tags[DATA_VERSION_TAG] for r in runs if r.info.run_name in swept}) == 1
