@@ -16,7 +16,6 @@ ImageNet; every other build stays offline (the weights then come from a checkpoi
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ from object_detection.models import (
 )
 from object_detection.models.keras_models import mobilenet_v2 as od_mobilenet_v2
 from object_detection.protos import pipeline_pb2
+
+from odpipe.manifest import sha256_file
 
 BACKBONE_INITS = ("random", "imagenet")
 # CenterNet's feature extractors over the OD API's Keras MobileNetV2 (which honour depth_multiplier).
@@ -105,7 +106,7 @@ def code_digest() -> str:
     """sha256 of this module. It changes what the OD API builds (initial weights, batch norm), so
     checkpoints trained under another version of it are another model: the train stage puts it
     in the name of its work folder, or a fixed model would silently resume the broken one."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return sha256_file(Path(__file__))
 
 
 def _mobilenet_v2(*args, weights=None, **kwargs):
