@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from odpipe.augmentation import split_examples
+from odpipe.parallel import Workers
 from odpipe.pipeline_config import PipelineSettings
 from odpipe.synthetic import SyntheticSpec
+from odpipe.tfrecord import write_serialized
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
@@ -37,6 +40,18 @@ def pipeline_settings(**changes) -> PipelineSettings:
     )
     values.update(changes)
     return PipelineSettings(**values)
+
+
+def train_split_bytes(records, image_root: Path, policy, out: Path) -> list[list[bytes]]:
+    """The train split's TFRecord shards as the tfrecord stage writes them, once with 1 and once
+    with 2 worker processes (into ``out/w1`` and ``out/w2``): the bytes of each run's shards."""
+    written = []
+    for count in (1, 2):
+        with Workers(count) as workers:
+            serialized = split_examples(records, image_root, policy, order_seed=0, workers=workers)
+            paths, _ = write_serialized(serialized, out / f"w{count}", "train", 2)
+        written.append([p.read_bytes() for p in paths])
+    return written
 
 
 @pytest.fixture

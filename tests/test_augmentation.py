@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 from odpipe.annotations import read_voc, to_csv_rows
-from odpipe.augmentation import Policy, augment, augment_one, build_transform, preview_grid, split_examples
+from odpipe.augmentation import Policy, augment, augment_one, build_transform, preview_grid
 from odpipe.label_map import class_ids
-from odpipe.parallel import Workers
 from odpipe.runtime import compose_config
 from odpipe.synthetic import generate
 from odpipe.tfrecord import (
@@ -22,11 +21,10 @@ from odpipe.tfrecord import (
     read_examples,
     shard_pattern,
     with_images,
-    write_serialized,
     write_tfrecords,
 )
 
-from .conftest import CLASSES, ROOT
+from .conftest import CLASSES, ROOT, train_split_bytes
 
 
 def _policy(name: str) -> Policy:
@@ -128,11 +126,6 @@ def test_train_records_are_the_same_bytes_for_any_number_of_workers(examples, tm
     their shuffled order, built in this process and by two worker processes."""
     records = [record for record, _ in examples]
     policy = _policy("default")
-    written = []
-    for count in (1, 2):
-        with Workers(count) as workers:
-            serialized = split_examples(records, tmp_path / "raw", policy, order_seed=0, workers=workers)
-            paths, _ = write_serialized(serialized, tmp_path / f"w{count}", "train", 2)
-        written.append([p.read_bytes() for p in paths])
+    written = train_split_bytes(records, tmp_path / "raw", policy, tmp_path)
     assert written[0] == written[1]
     assert len(list(read_examples(shard_pattern(tmp_path / "w2", "train")))) == len(records) * (1 + policy.copies)

@@ -20,13 +20,11 @@ from odpipe.augmentation import (
     build_transform,
     decode_rgb,
     preview_grid,
-    split_examples,
 )
-from odpipe.parallel import Workers
 from odpipe.runtime import compose_config
-from odpipe.tfrecord import ImageBoxes, read_examples, shard_pattern, with_images, write_serialized
+from odpipe.tfrecord import ImageBoxes, read_examples, shard_pattern, with_images
 
-from .conftest import ROOT
+from .conftest import ROOT, train_split_bytes
 
 CLASSES = ("red", "green", "blue", "yellow", "magenta")
 COLOURS = ((230, 40, 40), (40, 200, 40), (40, 40, 230), (230, 230, 40), (200, 40, 200))
@@ -168,12 +166,7 @@ def test_boxes_cut_by_a_tile_below_min_visibility_are_dropped(tmp_path: Path) ->
 
 def test_mosaic_train_records_are_the_same_bytes_for_any_number_of_workers(sources, tmp_path: Path) -> None:
     policy = Policy.from_config(compose_config(ROOT, ["augment=mosaic"]).augment)
-    written = []
-    for count in (1, 2):
-        with Workers(count) as workers:
-            serialized = split_examples(sources, tmp_path / "images", policy, order_seed=0, workers=workers)
-            paths, _ = write_serialized(serialized, tmp_path / f"w{count}", "train", 2)
-        written.append([p.read_bytes() for p in paths])
+    written = train_split_bytes(sources, tmp_path / "images", policy, tmp_path)
     assert written[0] == written[1]
     decoded = list(read_examples(shard_pattern(tmp_path / "w2", "train")))
     assert len(decoded) == len(sources) * (1 + policy.copies)
