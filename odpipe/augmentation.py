@@ -107,6 +107,11 @@ def build_transform(policy: Policy) -> A.Compose:
         factory = OWN_TRANSFORMS.get(str(name)) or getattr(A, str(name), None)
         if not isinstance(factory, type) or not issubclass(factory, A.BasicTransform):
             raise ValueError(f"augment.transforms: {name!r} is not an Albumentations transform")
+        if issubclass(factory, A.Mosaic) and None in [*params.get("target_size", ()), *params.get("cell_shape", ())]:
+            raise ValueError(
+                "augment.transforms: Mosaic needs a target_size and cell_shape; augment=mosaic takes them from "
+                "model.image_size, which is null: set it to the model's input side (e.g. model.image_size=320)"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

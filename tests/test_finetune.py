@@ -39,6 +39,7 @@ from odpipe.tfrecord import group_csv_rows
 from .conftest import ROOT, RangeHandler, serve, zoo_tarball
 
 NAME = "odpipe_shapes_ssd_160x160"
+SSD = ["model=ssd_mobilenet_v2_small", "augment=none"]  # stands in for the zoo's SSDs, whatever the default
 
 
 def _backbone(model_dir: Path) -> dict[str, np.ndarray]:
@@ -60,7 +61,7 @@ def _relative_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> fl
 def zoo_model(tmp_path_factory) -> tuple[Path, Path]:
     """A zoo-style tarball of a model the pipeline trained, and its checkpoint folder."""
     work = copy_project(ROOT, tmp_path_factory.mktemp("pretrain") / "project")
-    shapes = ["experiment=smoke", "dataset.num_images=160", "train.batch_size=16", "train.num_steps=1000"]
+    shapes = ["experiment=smoke", *SSD, "dataset.num_images=160", "train.batch_size=16", "train.num_steps=1000"]
     loops = ["train.steps_per_loop=100", "train.eval_every=500"]
     run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*shapes, *loops]), "export", timeout=1500)
     paths = load_params(work).paths
@@ -78,6 +79,7 @@ def test_a_zoo_checkpoint_is_fetched_restored_and_fine_tuned(zoo_model, tmp_path
     with serve(tarball.parent) as url:
         run = [
             "experiment=smoke",
+            *SSD,
             "dataset.classes=[diamond,circle]",
             f"model.source={url}/{tarball.name}",
             f"model.sha256={sha256_file(tarball)}",

@@ -19,6 +19,7 @@ from odpipe.augmentation import (
     augment_one,
     build_transform,
     decode_rgb,
+    mosaic_of,
     preview_grid,
 )
 from odpipe.runtime import compose_config
@@ -184,3 +185,16 @@ def test_the_preview_shows_mosaic_copies(sources, tmp_path: Path) -> None:
     policy = Policy.from_config(compose_config(ROOT, ["augment=mosaic"]).augment)
     grid = preview_grid(sources, tmp_path / "images", policy, list(CLASSES), rows=2)
     assert grid.size == ((1 + policy.copies) * 256, 2 * 256)
+
+
+@pytest.mark.parametrize("model", ["centernet_mobilenet_v2_fpn_small", "ssd_mobilenet_v2_320x320_coco17_tpu-8"])
+def test_the_mosaic_policy_is_made_at_the_models_input_size(model: str) -> None:
+    cfg = compose_config(ROOT, [f"model={model}", "augment=mosaic"])
+    mosaic = mosaic_of(build_transform(Policy.from_config(cfg.augment)))
+    assert tuple(mosaic.target_size) == tuple(mosaic.cell_shape) == (cfg.model.image_size,) * 2
+
+
+def test_a_mosaic_without_a_model_input_size_is_refused_naming_the_key() -> None:
+    cfg = compose_config(ROOT, ["augment=mosaic", "model.image_size=null"])
+    with pytest.raises(ValueError, match=r"Mosaic needs a target_size .* model\.image_size, which is null"):
+        build_transform(Policy.from_config(cfg.augment))
