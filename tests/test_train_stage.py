@@ -108,8 +108,8 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(project: Path, how:
     )
     at = _wait_for_checkpoint(project, seed, proc)
     os.killpg(proc.pid, signal.SIGINT if how == "sigint" else signal.SIGKILL)
-    proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, f"interrupted at step {at}, yet exit status 0:\n{output[-4000:]}"
     paths = load_params(project).paths
     assert not (project / paths.train / "checkpoint").exists(), "an interrupted run left an output behind"
     work = _work_folder(project, seed)
