@@ -1,4 +1,4 @@
-"""Annotation records and the Pascal VOC XML format that LabelImg reads and writes.
+"""Annotation records, the Pascal VOC XML format that LabelImg reads and writes, and COCO JSON.
 
 Every source format parses into :class:`Annotation`, so the later stages (CSV, TFRecord,
 evaluation) only ever see one shape of data.
@@ -6,7 +6,8 @@ evaluation) only ever see one shape of data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -135,6 +136,41 @@ def write_voc(annotation: Annotation, path: Path) -> None:
             ET.SubElement(bndbox, tag).text = str(round(getattr(box, tag)) + one_based)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
+
+
+def write_coco(
+    annotations: Sequence[Annotation],
+    categories: Mapping[int, str],
+    path: Path,
+    scores: Sequence[Sequence[float]] | None = None,
+) -> None:
+    """One COCO detection JSON for the images (``file_name`` relative to ``path``'s folder,
+    ``bbox`` x, y, width, height in 0-based pixels), with the label map's ids as category ids
+    so a model's class ids survive the round trip. ``scores`` (one per box, for predictions)
+    are written as each annotation's ``score``, which COCO tools read as a confidence."""
+    ids = {name: class_id for class_id, name in categories.items()}
+    images, boxes = [], []
+    for image_id, annotation in enumerate(annotations, start=1):
+        images.append(
+            {"id": image_id, "file_name": annotation.filename, "width": annotation.width, "height": annotation.height}
+        )
+        for k, box in enumerate(annotation.boxes):
+            width, height = box.xmax - box.xmin, box.ymax - box.ymin
+            entry = {
+                "id": len(boxes) + 1,
+                "image_id": image_id,
+                "category_id": ids[box.label],
+                "bbox": [box.xmin, box.ymin, width, height],
+                "area": width * height,
+                "iscrowd": int(box.crowd),
+            }
+            boxes.append(entry | ({"score": scores[image_id - 1][k]} if scores is not None else {}))
+    document = {
+        "images": images,
+        "annotations": boxes,
+        "categories": [{"id": i, "name": name} for i, name in sorted(categories.items())],
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
 CSV_COLUMNS = (

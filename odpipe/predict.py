@@ -5,6 +5,10 @@ go to ``detections.json`` and ``detections.csv`` (class name, score, pixel box) 
 annotated copy to ``annotated/``. Images are read the way training read them (EXIF rotation
 applied; CMYK, 16-bit, BMP, WebP converted), so predictions line up with what a person sees.
 An unreadable input is reported by name and skipped; the exit status is 1 if any was.
+
+``--format voc`` (or ``coco``) pre-labels: ``labels/`` gets each image with its predicted
+boxes as a dataset a person corrects instead of drawing every box, a VOC XML beside each image
+(LabelImg's "Open Dir") or one COCO JSON, and that folder goes back in as ``dataset=local``.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import argparse
 import glob
 import io
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from odpipe.annotations import IMAGE_SUFFIXES
+from odpipe.annotations import IMAGE_SUFFIXES, Annotation, write_coco, write_voc
 from odpipe.evaluation import as_boxes, detect, load_detector, score_captions
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import write_csv, write_json
@@ -27,6 +31,8 @@ from odpipe.label_map import read_label_map
 from odpipe.report import draw_boxes
 
 CSV_COLUMNS = ("file", "class", "score", "xmin", "ymin", "xmax", "ymax")
+LABEL_FORMATS = ("voc", "coco")
+COCO_FILE = "annotations.json"
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -46,20 +52,52 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+class LabelFolder:
+    """Images with their predicted boxes, as a dataset to correct and train on: the image as
+    the model saw it (converted to JPEG only when it had to be, so boxes line up in any
+    viewer) and a VOC XML beside it, or one COCO JSON for the folder with each box's score."""
+
+    def __init__(self, root: Path, fmt: str, categories: Mapping[int, str]) -> None:
+        self.root, self.fmt, self.categories = root, fmt, categories
+        self.annotations: list[Annotation] = []  # COCO's, written at the end: boxes only, no pixels
+        self.scores: list[list[float]] = []
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, data: bytes, annotation: Annotation, scores: list[float]) -> None:
+        (self.root / annotation.filename).write_bytes(data)
+        if self.fmt == "voc":
+            write_voc(annotation, self.root / f"{name}.xml")
+        else:
+            self.annotations.append(annotation)
+            self.scores.append(scores)
+
+    def close(self) -> None:
+        if self.fmt == "coco":
+            write_coco(self.annotations, self.categories, self.root / COCO_FILE, self.scores)
+
+
 def predict_images(
-    model_dir: Path, images: Sequence[Path], out_dir: Path, min_score: float, max_detections: int
+    model_dir: Path,
+    images: Sequence[Path],
+    out_dir: Path,
+    min_score: float,
+    max_detections: int,
+    label_format: str | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Detections of every image (as rows) and the errors of those that could not be read."""
+    """Detections of every image (as rows) and the errors of those that could not be read;
+    with ``label_format``, the images and their boxes also go to ``out_dir/labels``."""
     detector = load_detector(model_dir)
     classes = read_label_map(model_dir / LABEL_MAP_NAME)
     names = [classes[i] for i in sorted(classes)]
     annotated = out_dir / "annotated"
     annotated.mkdir(parents=True, exist_ok=True)
+    labels = LabelFolder(out_dir / "labels", label_format, classes) if label_format else None
     rows, errors = [], []
     used: set[str] = set()
     for path in images:
         try:
-            data = readable_bytes(path.read_bytes())
+            raw = path.read_bytes()
+            data = readable_bytes(raw)
         except UnidentifiedImageError:
             errors.append(f"{path}: cannot read the image (not an image format Pillow recognises)")
             continue
@@ -82,10 +120,16 @@ def predict_images(
         ]
         with Image.open(io.BytesIO(data)) as opened:
             image = opened.convert("RGB")
-        draw_boxes(image, boxes, names, captions=score_captions(boxes, detections))
-        name = next(n for n in (f"{path.stem}{s}.jpg" for s in ("", *range(1, len(images) + 1))) if n not in used)
+        name = next(n for n in (f"{path.stem}{s}" for s in ("", *range(1, len(images) + 1))) if n not in used)
         used.add(name)
-        image.save(annotated / name, quality=90)
+        if labels:
+            suffix = path.suffix.lower() if data is raw else ".jpg"
+            annotation = Annotation(f"{name}{suffix}", image.width, image.height, tuple(boxes))
+            labels.add(name, data, annotation, [d.score for d in detections])
+        draw_boxes(image, boxes, names, captions=score_captions(boxes, detections))
+        image.save(annotated / f"{name}.jpg", quality=90)
+    if labels:
+        labels.close()
     return rows, errors
 
 
@@ -96,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
     parser.add_argument("--min-score", type=float, default=0.5, help="drop detections below this score")
     parser.add_argument("--max-detections", type=int, default=100, help="keep at most this many per image")
+    parser.add_argument(
+        "--format",
+        choices=LABEL_FORMATS,
+        help="pre-label: also write the images and their boxes to OUT/labels as VOC XML (LabelImg) or COCO JSON",
+    )
     args = parser.parse_args(argv)
     if not (args.model_dir / "saved_model").is_dir():
         parser.error(f"{args.model_dir}: no saved_model/ inside; pass the export stage's folder")
@@ -103,12 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = expand_inputs(args.inputs)
     except FileNotFoundError as err:
         parser.error(str(err))
-    rows, errors = predict_images(args.model_dir, images, args.out, args.min_score, args.max_detections)
+    rows, errors = predict_images(args.model_dir, images, args.out, args.min_score, args.max_detections, args.format)
     write_json({"detections": rows, "errors": errors}, args.out / "detections.json")
     write_csv(rows, CSV_COLUMNS, args.out / "detections.csv")
     for error in errors:
         print(error, file=sys.stderr)
     print(f"{len(images) - len(errors)} image(s), {len(rows)} detection(s) -> {args.out}")
+    if args.format:
+        print(f"pre-labelled ({args.format}): correct {args.out / 'labels'}, then train on it with dataset=local")
     return 1 if errors else 0
 
 
