@@ -275,9 +275,15 @@ def run_status(client: MlflowClient, run_id: str) -> Iterator[None]:
     client.set_terminated(run_id, "FINISHED")
 
 
-def register_model(client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float]) -> str:
+SPLIT_TAG = "odpipe.eval_split_sha256"  # on each registered version: the split its metrics come from
+
+
+def register_model(
+    client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float], split_sha256: str
+) -> str:
     """Log the exported model folder to the run and register it as a new version of ``name``
-    in the Model Registry, its metrics as tags; returns the version."""
+    in the Model Registry, its metrics as tags with the digest of the split they were measured
+    on (so that versions are compared on the same images only); returns the version."""
     client.log_artifacts(run_id, str(export_dir), "model")
     with _store_lock(client.tracking_uri):
         try:
@@ -286,8 +292,15 @@ def register_model(client: MlflowClient, run_id: str, export_dir: Path, name: st
             if not _already_exists(error):
                 raise
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    tags = {metric_key(key): f"{value:.4f}" for key, value in metrics.items()}
+    tags = {metric_key(key): f"{value:.4f}" for key, value in metrics.items()} | {SPLIT_TAG: split_sha256}
     return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version
+
+
+def best_registered_map(client: MlflowClient, name: str, split_sha256: str) -> float | None:
+    """The highest test mAP among the versions of ``name`` scored on this same split, if any."""
+    versions = client.search_model_versions(f"name='{name}'")  # none yet: an empty list
+    scores = [float(v.tags["map"]) for v in versions if v.tags.get(SPLIT_TAG) == split_sha256 and "map" in v.tags]
+    return max(scores, default=None)
 
 
 class RunLogger:

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from odpipe.curves import best_and_worst, threshold_report
 from odpipe.evaluation import (
-    check_quality_gate,
+    QualityGateError,
     coco_detections,
     coco_ground_truth,
     coco_metrics,
@@ -17,12 +17,15 @@ from odpipe.evaluation import (
     confusion_pairs,
     detect_all,
     load_detector,
+    quality_gate,
 )
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import fresh_dir, iter_csv, write_csv, write_json
 from odpipe.label_map import read_label_map
+from odpipe.manifest import sha256_file
 from odpipe.report import side_by_side
 from odpipe.runs import (
+    best_registered_map,
     file_stem,
     flatten,
     log_artifacts,
@@ -69,7 +72,6 @@ def main(cfg: DictConfig) -> None:
         exported["exported_val_map"] = selection["val_map"]
     report = {**metrics, **chosen.metrics, **speed, **exported, "num_images": len(records)}
     report["num_detections"] = sum(map(len, detections))
-    write_json(report, cfg.paths.evaluate_report)
 
     score_threshold = cfg.evaluate.score_threshold
     score_threshold = chosen.metrics["threshold"] if score_threshold is None else score_threshold
@@ -96,16 +98,29 @@ def main(cfg: DictConfig) -> None:
     run_id = run_for_evaluation(
         client, read_run_id(Path(cfg.paths.mlflow_run)), params, cfg.mlflow.experiment_name, Path.cwd()
     )
+    gate_config = cfg.evaluate
+    split_sha256 = sha256_file(Path(cfg.paths.convert) / f"{gate_config.split}.csv")
+    best = None
+    if gate_config.min_improvement is not None:
+        best = best_registered_map(client, gate_config.registered_model, split_sha256)
+    gate = quality_gate(metrics["map"], gate_config.min_map, gate_config.min_improvement, best)
+    log.info("quality gate: %s", gate.reason)
+    report |= gate.as_report()
+    write_json(report, cfg.paths.evaluate_report)
     with run_status(client, run_id):
-        log_metrics(client, run_id, report)
+        log_metrics(client, run_id, numeric(report))
+        client.set_tag(run_id, "odpipe.gate", gate.reason)
         log_metrics(client, run_id, numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"))
         reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
         produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
         tracked = (cfg.paths.track_report, cfg.paths.track, cfg.paths.track_frames)
         log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced, *tracked)])
-        if check_quality_gate(metrics, cfg.evaluate.min_map):
-            version = register_model(client, run_id, export_dir, cfg.evaluate.registered_model, metrics)
-            log.info("registered %s version %s", cfg.evaluate.registered_model, version)
+        if gate.passed:
+            name = gate_config.registered_model
+            version = register_model(client, run_id, export_dir, name, metrics, split_sha256)
+            log.info("registered %s version %s", name, version)
+        elif gate.passed is False and gate_config.strict_gate:
+            raise QualityGateError(f"quality gate failed (evaluate.strict_gate): {gate.reason}")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ import cv2
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from odpipe.evaluation import COCO_STATS, detect, load_detector
 from odpipe.files import read_csv, read_jsonl
+from odpipe.formats import read_dataset
 from odpipe.label_map import read_label_map
 from odpipe.project import copy_project, experiments, run_dvc, stage_names
 from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
@@ -76,8 +78,12 @@ def test_every_stage_leaves_valid_outputs(project: Path) -> None:
         by_image: dict[str, list] = {}
         for row in rows:
             by_image.setdefault(row["filename"], []).append(row)
-        decoded = list(read_examples(shard_pattern(project / paths.tfrecord, split)))
+        examples = list(read_examples(shard_pattern(project / paths.tfrecord, split)))
+        decoded = [e for e in examples if "#aug" not in e["filename"].decode()]
         assert len(decoded) == len(by_image) > 0
+        # The default recipe's mosaic copies: train only, the policy's number per image.
+        copies = load_params(project).augment.copies if split == "train" else 0
+        assert len(examples) == len(decoded) * (1 + copies)
         for example in decoded:
             expected = by_image[example["filename"].decode()]
             w, h = int(expected[0]["width"]), int(expected[0]["height"])
@@ -228,6 +234,40 @@ def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -
     assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(i.name for i in images)
 
 
+@pytest.mark.parametrize(("fmt", "tolerance"), [("voc", 0.51), ("coco", 0.051)])  # VOC: whole pixels
+def test_predict_pre_labels_a_folder_that_ingest_reads_back_with_the_same_boxes(
+    project: Path, tmp_path: Path, fmt: str, tolerance: float
+) -> None:
+    paths = load_params(project).paths
+    images = sorted((project / paths.clean_images).glob("*.jpg"))[:3]
+    out = tmp_path / "out"
+    args = [str(project / paths.export), *map(str, images), "--out", str(out), "--min-score", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "odpipe.predict", *args, "--max-detections", "4", "--format", fmt],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    predicted: dict[str, list] = {}
+    for row in json.loads((out / "detections.json").read_text())["detections"]:
+        box = [row["xmin"], row["ymin"], row["xmax"], row["ymax"]]
+        predicted.setdefault(Path(row["file"]).name, []).append((row["class"], box))
+
+    index, parsed = read_dataset(out / "labels", "auto", {})  # what dataset=local reads
+    assert sorted(index.paths) == sorted(i.name for i in images) and not parsed.issues
+    for name, annotation in parsed.annotations.items():
+        assert (annotation.width, annotation.height) == Image.open(out / "labels" / name).size
+        left = [(b.label, [b.xmin, b.ymin, b.xmax, b.ymax]) for b in annotation.boxes]
+        assert len(left) == len(predicted[name]) == 4
+        for label, want in predicted[name]:  # each prediction read back once, in any order
+            close = (
+                i for i, (other, got) in enumerate(left) if other == label and got == pytest.approx(want, abs=tolerance)
+            )
+            match = next(close, None)
+            assert match is not None, f"{name}: {label} {want} not read back in {left}"
+            left.pop(match)
+
+
 def test_track_stage_scores_the_built_in_video(project: Path) -> None:
     params = load_params(project)
     paths, spec = params.paths, params.video
@@ -306,17 +346,37 @@ def test_track_command_on_a_video_and_its_errors(project: Path, tmp_path: Path) 
         assert "Traceback" not in proc.stderr
 
 
-def test_quality_gate_fails_clearly_or_registers_the_model(project: Path) -> None:
-    with pytest.raises(RuntimeError, match="quality gate failed"):
-        _repro(project, ["evaluate.min_map=1.01"])
-    _repro(project, ["evaluate.min_map=0.0"])
+def test_quality_gate_records_its_decision_and_registers_only_what_passes(project: Path) -> None:
+    """Below the gate is a result (gate_passed 0, nothing registered), a failure only when
+    strict; above it a version is registered; with min_improvement, only one that beats the
+    best registered version on the same split."""
+    paths = load_params(project).paths
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    (version,) = client.search_model_versions("name='odpipe-detector'")
-    assert "map" in version.tags
+
+    def versions() -> list:
+        return client.search_model_versions("name='odpipe-detector'")
+
+    def report() -> dict:
+        return json.loads((project / paths.evaluate_report).read_text())
+
+    _repro(project, ["evaluate.min_map=1.01"])
+    assert report()["gate_passed"] == 0 and "< evaluate.min_map 1.01" in report()["gate"] and not versions()
+    run = client.get_run(read_run_id(project / paths.mlflow_run))
+    assert run.data.metrics["gate_passed"] == 0 and "evaluate.min_map 1.01" in run.data.tags["odpipe.gate"]
+    with pytest.raises(RuntimeError, match=r"quality gate failed \(evaluate.strict_gate\).*< evaluate.min_map 1.01"):
+        _repro(project, ["evaluate.min_map=1.01", "evaluate.strict_gate=true"])
+
+    _repro(project, ["evaluate.min_map=0.0"])
+    (version,) = versions()
+    assert report()["gate_passed"] == 1 and "map" in version.tags and version.tags["odpipe.eval_split_sha256"]
     assert {a.path for a in client.list_artifacts(version.run_id, "model")} >= {
         "model/saved_model",
         "model/label_map.pbtxt",
     }
+    # The same model again, asked to beat the registered best by 0.5: no second version.
+    _repro(project, ["evaluate.min_map=0.0", "evaluate.min_improvement=0.5"])
+    assert report()["gate_passed"] == 0 and "the best registered version" in report()["gate"]
+    assert len(versions()) == 1
 
 
 def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> None:

@@ -62,12 +62,22 @@ def test_per_class_ap_averages_to_the_overall_map() -> None:
 
 
 def test_quality_gate() -> None:
-    from odpipe.evaluation import QualityGateError, check_quality_gate
+    from odpipe.evaluation import quality_gate
 
-    assert check_quality_gate({"map": 0.2}, None) is False
-    assert check_quality_gate({"map": 0.5}, 0.5) is True
-    with pytest.raises(QualityGateError, match="0.300 < evaluate.min_map 0.5"):
-        check_quality_gate({"map": 0.3}, 0.5)
+    unset = quality_gate(0.2, None, None, None)
+    assert unset.passed is None and unset.as_report() == {"gate_passed": None, "gate": unset.reason}
+    assert quality_gate(0.5, 0.5, None, None).passed is True
+    below = quality_gate(0.3, 0.5, None, None)
+    assert below.passed is False and below.as_report()["gate_passed"] == 0
+    assert "0.300 < evaluate.min_map 0.5" in below.reason
+    # Against the best registered version: by at least min_improvement, with or without min_map.
+    assert quality_gate(0.62, None, 0.01, 0.60).passed is True
+    assert quality_gate(0.605, 0.5, 0.01, 0.60).passed is False
+    assert "0.600 (the best registered version, same split) + evaluate.min_improvement 0.01" in (
+        quality_gate(0.605, 0.5, 0.01, 0.60).reason
+    )
+    assert quality_gate(0.1, None, 0.01, None).passed is True  # nothing registered yet on this split
+    assert quality_gate(0.1, 0.5, 0.01, None).passed is False  # but min_map still holds
 
 
 def test_confusion_pairs_have_background_row_and_column() -> None:
