@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -38,6 +39,7 @@ DATA_VERSION_TAG = "odpipe.data_version"  # digest of the train/val/test TFRecor
 RESUMED_FROM_TAG = "odpipe.resumed_from_run"  # a training run continued after an interruption
 RESUMED_AT_TAG = "odpipe.resumed_at_step"
 SQLITE = "sqlite:///"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 ARTIFACTS_DIR = "mlruns"  # under the project root, for local stores
 # What MLflow accepts in a metric or tag key (mlflow.utils.validation): alphanumerics,
 # underscores, dashes, periods, spaces and slashes (colons too, but not on Windows: they are
@@ -58,7 +60,7 @@ def resolve_tracking_uri(configured: str, root: Path) -> str:
     Queued DVC experiments run in temporary copies of the repo, where a relative store would
     vanish with the copy; DVC then sets ``DVC_ROOT`` to the real project, which we use instead.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    uri = os.environ.get(TRACKING_URI_ENV) or configured
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         return SQLITE + str((project_root(root) / uri[len(SQLITE) :]).resolve())
     return uri
@@ -278,22 +280,48 @@ def run_status(client: MlflowClient, run_id: str) -> Iterator[None]:
 SPLIT_TAG = "odpipe.eval_split_sha256"  # on each registered version: the split its metrics come from
 
 
-def register_model(
-    client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float], split_sha256: str
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI is ``uri`` within the block, for what MLflow reads from there
+    and not from a client: ``mlflow.<flavor>.log_model``, and a sqlite registry looking up the
+    logged model behind a ``models:/<id>`` source. Put back afterwards, ``MLFLOW_TRACKING_URI``
+    included (MLflow sets it for subprocesses, and ``resolve_tracking_uri`` reads it first)."""
+    saved = os.environ.get(TRACKING_URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # None: back to no global URI and no variable
+
+
+@contextmanager
+def active_run(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """``run_id`` as MLflow's active run, on the client's store: in MLflow 3 a model is logged
+    (a LoggedModel, on the run's page, loadable as ``models:/<id>``) only by
+    ``mlflow.<flavor>.log_model``, into the active run. Leaving the block marks the run
+    FINISHED, as ``run_status`` does at the end of a stage."""
+    with global_tracking_uri(client.tracking_uri), mlflow.start_run(run_id=run_id):
+        yield
+
+
+def register_version(
+    client: MlflowClient, name: str, model_id: str, run_id: str, metrics: Mapping[str, float], split_sha256: str
 ) -> str:
-    """Log the exported model folder to the run and register it as a new version of ``name``
-    in the Model Registry, its metrics as tags with the digest of the split they were measured
-    on (so that versions are compared on the same images only); returns the version."""
-    client.log_artifacts(run_id, str(export_dir), "model")
+    """Register logged model ``model_id`` (of run ``run_id``) as a new version of ``name`` in
+    the Model Registry, its metrics as tags with the digest of the split they were measured on
+    (so that versions are compared on the same images only); returns the version."""
     with _store_lock(client.tracking_uri):
         try:
             client.create_registered_model(name)
         except MlflowException as error:
             if not _already_exists(error):
                 raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"
     tags = {metric_key(key): f"{value:.4f}" for key, value in metrics.items()} | {SPLIT_TAG: split_sha256}
-    return client.create_model_version(name, source=source, run_id=run_id, tags=tags).version
+    with global_tracking_uri(client.tracking_uri):
+        version = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+        )
+    return str(version.version)
 
 
 def best_registered_map(client: MlflowClient, name: str, split_sha256: str) -> float | None:

@@ -33,12 +33,12 @@ from odpipe.runs import (
     numeric,
     open_client,
     read_run_id,
-    register_model,
     resolve_tracking_uri,
     run_for_evaluation,
     run_status,
 )
 from odpipe.runtime import EVERY_STAGE, stage
+from odpipe.serving import register_model
 from odpipe.tfrecord import group_csv_rows
 
 log = logging.getLogger(__name__)

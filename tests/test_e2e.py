@@ -369,10 +369,9 @@ def test_quality_gate_records_its_decision_and_registers_only_what_passes(projec
     _repro(project, ["evaluate.min_map=0.0"])
     (version,) = versions()
     assert report()["gate_passed"] == 1 and "map" in version.tags and version.tags["odpipe.eval_split_sha256"]
-    assert {a.path for a in client.list_artifacts(version.run_id, "model")} >= {
-        "model/saved_model",
-        "model/label_map.pbtxt",
-    }
+    (logged,) = client.get_run(version.run_id).outputs.model_outputs  # the run page lists it
+    assert version.source == f"models:/{logged.model_id}"
+    assert {"MLmodel", "artifacts"} <= {a.path for a in client.list_logged_model_artifacts(logged.model_id)}
     # The same model again, asked to beat the registered best by 0.5: no second version.
     _repro(project, ["evaluate.min_map=0.0", "evaluate.min_improvement=0.5"])
     assert report()["gate_passed"] == 0 and "the best registered version" in report()["gate"]

@@ -8,13 +8,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from odpipe.runs import (
+    SPLIT_TAG,
     TRAIN_RUN_TAG,
     create_run,
     file_stem,
     flatten,
     log_metrics,
     metric_key,
-    register_model,
+    register_version,
     resolve_tracking_uri,
     run_for_evaluation,
     run_status,
@@ -111,8 +112,8 @@ def test_metrics_named_after_any_class_reach_mlflow_and_reports_keep_the_names(
     logged = client.get_run(run_id).data.metrics
     assert len(logged) == len(report)
     assert logged[metric_key("ap/hard hat (yellow)")] == pytest.approx(1.0)
-    export = tmp_path / "export"
-    (export / "saved_model").mkdir(parents=True)
-    (export / "saved_model" / "saved_model.pb").write_bytes(b"graph")
-    version = register_model(client, run_id, export, "odpipe-model", report)
-    assert metric_key("ap/c++") in client.get_model_version("odpipe-model", version).tags
+    model = client.create_logged_model(client.get_run(run_id).info.experiment_id, source_run_id=run_id)
+    version = register_version(client, "odpipe-model", model.model_id, run_id, report, "split-digest")
+    registered = client.get_model_version("odpipe-model", version)
+    assert metric_key("ap/c++") in registered.tags and registered.tags[SPLIT_TAG] == "split-digest"
+    assert registered.source == f"models:/{model.model_id}" and registered.run_id == run_id
