@@ -75,8 +75,10 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
         assert sorted(Path(n).name for n in test_images) == ["10.jpg", "15.jpg"]
     assert (work / paths.clean_split_markdown).read_text().startswith("# Dataset cleaning")
     assert (work / paths.clean_split_grid).stat().st_size > 0
-    decoded = [e for split in SPLITS for e in read_examples(shard_pattern(work / paths.tfrecord, split))]
+    examples = [e for split in SPLITS for e in read_examples(shard_pattern(work / paths.tfrecord, split))]
+    decoded = [e for e in examples if "#aug" not in e["filename"].decode()]  # the cleaned images
     assert len(decoded) == kept
+    assert len(examples) - kept == summary["splits"]["train"]["images"] * load_params(work).augment.copies
     assert sum(len(e["groundtruth_classes"]) for e in decoded) == boxes + crowds["val"] + crowds["test"]
     if fmt == "voc":
         metrics = json.loads((work / paths.evaluate_report).read_text())
