@@ -22,6 +22,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -359,6 +361,29 @@ class Outcome:
         copy_checkpoint(self.checkpoint, folder)
 
 
+@contextmanager
+def interrupt_requests() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT), remembered as well as raised. A KeyboardInterrupt raised while
+    TensorFlow runs a training loop can be lost: a run sent SIGINT just after its step-10
+    checkpoint trained to its last step and exited 0 (twice in CI). The event lets every
+    checkpoint honour the request. Outside the main thread, signals cannot be handled: then
+    nothing changes."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame) -> None:
+        requested.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def resume_point(work: Path) -> tuple[str | None, int]:
     """The latest complete checkpoint in the work folder and its step (None, 0 when fresh)."""
     restored = latest(work)
@@ -420,12 +445,16 @@ def fit(
     saved = [restored_step]  # this worker's own last checkpoint (a non-chief's are temporary)
 
     def before_save(step: int) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         tf.summary.flush()
         watcher.poll(final=True)
         check_finite(journal.losses)
 
     def after_save(step: int, prefix: str) -> None:
         saved.append(step)
+        if interrupted.is_set():  # this checkpoint is kept: a resume starts from it
+            raise KeyboardInterrupt
         # Never at train_loop's step-0 save, made before anything trained.
         out_of_time = all_agree_to_stop(strategy, step > 0 and schedule.out_of_time(elapsed()))
         validate(step, prefix, forced=out_of_time)  # the last checkpoint is a candidate too
@@ -441,7 +470,7 @@ def fit(
         if restored and stop == "num_steps":  # an evaluation the interrupted run did not get to
             validate(restored_step, restored)
         if restored_step < schedule.num_steps and stop == "num_steps":
-            with checkpoint_hook(before_save, after_save), strategy.scope():
+            with interrupt_requests() as interrupted, checkpoint_hook(before_save, after_save), strategy.scope():
                 model_lib_v2.train_loop(
                     pipeline_config_path=str(pipeline_config),
                     model_dir=str(work),
