@@ -6,7 +6,6 @@ inside ``backbone_init("imagenet")``, from Keras' own address (here a real HTTP 
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from odpipe.runtime import compose_config
 from odpipe.synthetic import SyntheticSpec, render_image
 from odpipe.tfrecord import ImageBoxes, shard_pattern, write_tfrecords
 
-from .conftest import CLASSES, ROOT, RangeHandler, pipeline_settings, serve
+from .conftest import CLASSES, ROOT, RangeHandler, free_port, pipeline_settings, serve
 
 CENTERNET = ROOT / "conf" / "model" / "base" / "centernet_mobilenet_v2_fpn_small.config"
 SSD = ROOT / "conf" / "model" / "base" / "ssd_mobilenet_v2_small.config"
@@ -51,10 +50,7 @@ def _centernet(**changes):
 
 def _closed_port_url() -> str:
     """A URL on 127.0.0.1 where nothing listens: any fetch from it fails at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 @pytest.fixture

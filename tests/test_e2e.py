@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from odpipe.splitting import SPLITS
 from odpipe.tfrecord import read_examples, shard_pattern
 from odpipe.track_metrics import read_mot
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port, wait_for_http
 
 SMOKE = ["experiment=smoke"]
 DATA_STAGES = {"ingest", "clean_split", "convert", "tfrecord"}
@@ -424,9 +423,7 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on 127.0.0.1, with its own store and artifact folder."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -449,15 +446,7 @@ def mlflow_server(tmp_path: Path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(1)
+        wait_for_http(f"{url}/health", server, 120)
         yield url
     finally:
         server.terminate()

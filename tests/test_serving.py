@@ -8,11 +8,9 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,7 +33,7 @@ from odpipe.runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.serving import DEFAULT_MIN_SCORE, detections_frame, input_paths, parse_images, register_model
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port, wait_for_http
 
 NAME = "odpipe-detector"
 # The smoke experiment without mosaics or validation: a model to serve, not a good one.
@@ -243,12 +241,6 @@ def test_the_registered_version_loads_in_a_fresh_process_and_detects_as_predict(
     assert len(out["default"]) == len(confident) and all(r["score"] >= DEFAULT_MIN_SCORE for r in out["default"])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _post(url: str, body: object) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -262,7 +254,7 @@ def _post(url: str, body: object) -> tuple[int, dict]:
 @pytest.fixture
 def server(registered: Registered, tmp_path: Path) -> Iterator[str]:
     """`mlflow models serve` of the registered version, in its own process group, always stopped."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         TRACKING_URI_ENV: registered.uri,
@@ -276,16 +268,7 @@ def server(registered: Registered, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    said = (tmp_path / "server.log").read_text()
-                    raise RuntimeError(f"mlflow models serve did not start:\n{said}") from None
-                time.sleep(1)
+        wait_for_http(f"{url}/ping", proc, 180, tmp_path / "server.log")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group: the CLI and the uvicorn it starts
