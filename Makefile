@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench bench-quality bench-augment bench-train bench-data bench-track lint format mlflow-ui
+.PHONY: help env params deps repro test bench bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ bench-data: $(STAMP)  ## data stages at 2k and 20k images: time, peak RSS, tfrec
 
 bench-track: $(STAMP)  ## video: tracking+counting cost over detection, frame strides, bytetrack vs centroid (after make repro)
 	$(PY) benchmarks/track_speed.py $(ARGS)
+
+bench-serve: $(STAMP)  ## mlflow models serve vs the model in-process: requests/s, p50/p99 at 1 and 4 clients (after make repro; ARGS="--model DIR")
+	$(PY) benchmarks/serving_speed.py $(ARGS)
+
+bench-tflite: $(STAMP)  ## TFLite float, float16 and int8 against the SavedModel: test mAP, size, latency (after make repro; ARGS="--project DIR")
+	$(PY) benchmarks/tflite_quality.py $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

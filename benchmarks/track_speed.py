@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from odpipe.evaluation import detect_batch, input_spec, load_detector
+from odpipe.detectors import load_detector
+from odpipe.evaluation import detect_batch
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.label_map import read_label_map
 from odpipe.runtime import compose_config
@@ -33,19 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def detect_frames(detector, frames: list, min_score: float) -> tuple[float, list]:
     """Seconds to detect every frame, one model call each, and the detections."""
-    spec = input_spec(detector)
     start = time.perf_counter()
-    found = [detect_batch(detector, spec, [rgb_tensor(f.image)], min_score)[0] for f in frames]
+    found = [detect_batch(detector, [rgb_tensor(f.image)], min_score)[0] for f in frames]
     return time.perf_counter() - start, found
 
 
 def detect_track_count(detector, frames: list, settings: TrackSettings, width: int, height: int) -> float:
     """Seconds for the same frames with every detection tracked and counted as it comes."""
-    spec = input_spec(detector)
     follow = TrackAndCount.from_settings(settings, width, height)
     start = time.perf_counter()
     for frame in frames:
-        found = detect_batch(detector, spec, [rgb_tensor(frame.image)], settings.min_score)[0]
+        found = detect_batch(detector, [rgb_tensor(frame.image)], settings.min_score)[0]
         follow.step(frame.index, frame.time, found)
     follow.finish()
     return time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Run the exported SavedModel over a split and score it with pycocotools' COCO metrics."""
+"""Run an exported model over a split and score it with pycocotools' COCO metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import io
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from odpipe.annotations import Box
 from odpipe.boxes import iou_matrix
+from odpipe.detectors import Detector
 from odpipe.tfrecord import ImageBoxes
 
 # COCOeval.stats, in its own order, under names that DVC and MLflow both accept.
@@ -75,30 +75,15 @@ def comparison_row(
     return encoded, record.labelled_boxes(), boxes, score_captions(boxes, kept)
 
 
-def load_detector(export_dir: Path):
-    return tf.saved_model.load(str(export_dir / "saved_model"))
-
-
-BATCH_SIZE = 8  # images per model call, for an export that takes a batch of any size
-OUTPUTS = ("num_detections", "detection_boxes", "detection_classes", "detection_scores")
-
-
-def input_spec(detector) -> tf.TensorSpec:
-    """The image input the detector's ``__call__`` (what ``detector(images)`` runs) accepts.
-    The OD API's ``image_tensor`` export, odpipe's, takes ``[1, None, None, 3]`` uint8: one
-    image a call; ``float_image_tensor`` takes ``[None, None, None, 3]`` float32."""
-    return detector.__call__.input_signature[0]
-
-
-def images_per_call(spec: tf.TensorSpec) -> int:
-    """1 where the export fixes its batch dimension (to 1, as the OD API does), else
-    ``BATCH_SIZE``."""
-    return BATCH_SIZE if spec.shape[0] is None else 1
-
-
 def decode(encoded: tf.Tensor) -> tf.Tensor:
     """An encoded JPEG, PNG, GIF or BMP as a [height, width, 3] uint8 image."""
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def decode_error(err: tf.errors.InvalidArgumentError) -> str:
+    """Why TensorFlow refused an image, for a person: Pillow accepts a few files TensorFlow's
+    decoder does not (a PNG cut short after its pixel data, its checksums gone)."""
+    return f"TensorFlow cannot decode the image ({err.message.split('}} ')[-1]})"
 
 
 def decoded(images: Iterable[bytes]) -> tf.data.Dataset:
@@ -123,13 +108,6 @@ def same_size_batches(images: Iterable[tf.Tensor], size: int) -> Iterator[list[t
         yield batch
 
 
-def run_model(detector, spec: tf.TensorSpec, images: Sequence[tf.Tensor]) -> dict[str, np.ndarray]:
-    """The model's raw outputs for images of one shape, fetched to numpy (which waits for an
-    accelerator to finish, so that timing this call times the model)."""
-    outputs = detector(tf.cast(tf.stack(images), spec.dtype))
-    return {key: outputs[key].numpy() for key in OUTPUTS}
-
-
 def image_detections(
     outputs: Mapping[str, np.ndarray], index: int, image_shape: tf.TensorShape, min_score: float
 ) -> list[Detection]:
@@ -149,18 +127,20 @@ def image_detections(
     ]
 
 
-def detect_batch(detector, spec: tf.TensorSpec, images: Sequence[tf.Tensor], min_score: float) -> list[list[Detection]]:
+def detect_batch(detector: Detector, images: Sequence[tf.Tensor], min_score: float) -> list[list[Detection]]:
     """Detections of each of a batch of decoded images of one shape."""
-    outputs = run_model(detector, spec, images)
+    outputs = detector(images)
     return [image_detections(outputs, i, image.shape, min_score) for i, image in enumerate(images)]
 
 
-def detect(detector, encoded: bytes, min_score: float = 0.0) -> list[Detection]:
+def detect(detector: Detector, encoded: bytes, min_score: float = 0.0) -> list[Detection]:
     """Detections for one encoded image, boxes scaled back to its pixel size."""
-    return detect_batch(detector, input_spec(detector), [decode(encoded)], min_score)[0]
+    return detect_batch(detector, [decode(encoded)], min_score)[0]
 
 
-def detect_all(detector, images: Iterable[bytes], min_score: float) -> tuple[list[list[Detection]], dict[str, float]]:
+def detect_all(
+    detector: Detector, images: Iterable[bytes], min_score: float
+) -> tuple[list[list[Detection]], dict[str, float]]:
     """Detections of every image, in order, and the speed on this machine.
 
     Images are decoded in parallel ahead of the model (``decoded``) and sent ``images_per_call``
@@ -174,16 +154,15 @@ def detect_all(detector, images: Iterable[bytes], min_score: float) -> tuple[lis
 
     The first call initialises the graph, so it is made once more first and not counted.
     """
-    spec = input_spec(detector)
     detections: list[list[Detection]] = []
     seconds: list[float] = []
     started = None
-    for batch in same_size_batches(decoded(images), images_per_call(spec)):
+    for batch in same_size_batches(decoded(images), detector.images_per_call):
         if started is None:
-            run_model(detector, spec, batch)  # warm-up
+            detector(batch)  # warm-up
             started = time.perf_counter()
         start = time.perf_counter()
-        detections += detect_batch(detector, spec, batch, min_score)
+        detections += detect_batch(detector, batch, min_score)
         seconds += [(time.perf_counter() - start) / len(batch)] * len(batch)
     if started is None:
         return detections, {}
@@ -276,6 +255,16 @@ def coco_metrics(ground_truth: dict, detections: list[dict]) -> tuple[dict[str, 
     stats |= per_class_ap(evaluator, categories)
     table = "\n".join(line for line in summary.getvalue().splitlines() if line.startswith(" Average"))
     return stats, table
+
+
+FORMAT_METRICS = ("map", "map_50", "map_75", "latency_ms_p50", "images_per_second")
+
+
+def format_scores(model_format: str, metrics: Mapping[str, float], size_bytes: int) -> dict[str, float]:
+    """One export format's line of the comparison in evaluate.json (``<format>/map``, ...): what
+    a smaller or quantised model costs in mAP and gains in size and latency, measured alike."""
+    values = {key: metrics[key] for key in FORMAT_METRICS if key in metrics} | {"size_mb": size_bytes / 1e6}
+    return {f"{model_format}/{key}": value for key, value in values.items()}
 
 
 class QualityGateError(RuntimeError):

@@ -1,13 +1,16 @@
-"""Export a trained checkpoint to a self-contained SavedModel folder with ``exporter_lib_v2``."""
+"""Export a trained checkpoint to a self-contained folder: a SavedModel (``exporter_lib_v2``)
+and, as ``export.formats`` asks, a TFLite model (``odpipe.tflite``)."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from object_detection import exporter_lib_v2
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
+from odpipe.detectors import FORMAT_PATHS
 from odpipe.pipeline_config import load_pipeline, write_pipeline
 
 LABEL_MAP_NAME = "label_map.pbtxt"
@@ -31,3 +34,21 @@ def export_model(pipeline_config: Path, checkpoint_dir: Path, label_map: Path, o
     for reader in config.eval_input_reader:
         reader.label_map_path = LABEL_MAP_NAME
     write_pipeline(config, out_dir / "pipeline.config")
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Known formats, the SavedModel among them: evaluate, track and serving run it."""
+    unknown = [f for f in formats if f not in FORMAT_PATHS]
+    if unknown:
+        raise ValueError(f"export.formats: unknown {', '.join(unknown)}; the formats are {', '.join(FORMAT_PATHS)}")
+    if "saved_model" not in formats:
+        raise ValueError("export.formats must keep saved_model: evaluate, track and serving run it")
+
+
+def spread(items: Sequence[str], count: int) -> list[str]:
+    """At most ``count`` items evenly spaced over ``items``, so that a sample of a split sorted by
+    name or by source covers all of it rather than its first folder."""
+    if count <= 0 or not items:
+        return []
+    step = max(1, len(items) // count)
+    return list(items[::step][:count])

@@ -157,6 +157,16 @@ def _set_post_processing(config: pipeline_pb2.TrainEvalPipelineConfig, settings:
         model.first_stage_max_proposals = max(model.first_stage_max_proposals, settings.max_detections)
 
 
+def max_detections(config: pipeline_pb2.TrainEvalPipelineConfig) -> int:
+    """Detections per image, from where ``_set_post_processing`` put them."""
+    arch = architecture(config)
+    if arch == "center_net":
+        return config.model.center_net.object_center_params.max_box_predictions
+    model = getattr(config.model, arch)
+    nms = (model.post_processing if arch == "ssd" else model.second_stage_post_processing).batch_non_max_suppression
+    return nms.max_total_detections
+
+
 def _boxes_only(config: pipeline_pb2.TrainEvalPipelineConfig) -> None:
     """odpipe's data carries boxes only: drop keypoint, mask and DensePose tasks a zoo model
     (e.g. a CenterNet ``_kpts`` one) brings, or its input pipeline would ask for them."""

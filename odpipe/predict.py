@@ -20,10 +20,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from odpipe.annotations import IMAGE_SUFFIXES, Annotation, write_coco, write_voc
-from odpipe.evaluation import as_boxes, detect, load_detector, score_captions
+from odpipe.detectors import load_detector
+from odpipe.evaluation import as_boxes, decode_error, detect, score_captions
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import write_csv, write_json
 from odpipe.images import readable_bytes
@@ -104,7 +106,11 @@ def predict_images(
         except (OSError, SyntaxError, ValueError) as err:
             errors.append(f"{path}: cannot read the image ({err})")
             continue
-        detections = detect(detector, data, min_score)[:max_detections]
+        try:
+            detections = detect(detector, data, min_score)[:max_detections]
+        except tf.errors.InvalidArgumentError as err:
+            errors.append(f"{path}: {decode_error(err)}")
+            continue
         boxes = as_boxes(detections, classes)
         rows += [
             {

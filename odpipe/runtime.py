@@ -85,17 +85,26 @@ def setup_logging() -> None:
     tf_logger = logging.getLogger("tensorflow")
     tf_logger.handlers.clear()
     tf_logger.setLevel(logging.WARNING)
-    tf_logger.addFilter(_not_deprecation_notice)
+    tf_logger.addFilter(_not_noise)
     # absl (the OD API's own logging) reports SavedModel renames and eval steps at INFO.
     logging.getLogger("absl").setLevel(logging.WARNING)
     # Keras' learning-phase API, which the OD API's evaluation still calls, warns on every use.
     warnings.filterwarnings("ignore", message=r".*learning_phase.* is deprecated", category=UserWarning)
 
 
-def _not_deprecation_notice(record: logging.LogRecord) -> bool:
-    """TF's "X is deprecated and will be removed" notices are about the OD API's own code,
-    which a user can do nothing about: start-up noise, not signal."""
-    return "is deprecated and will be removed" not in record.getMessage()
+# TF's warnings about the OD API's own code, which a user can do nothing about: "X is deprecated
+# and will be removed", and Keras' complaints when a SavedModel of the OD API's model classes is
+# written (export: the inference graph and the TFLite graph).
+NOISE = (
+    "is deprecated and will be removed",
+    "Skipping full serialization of Keras layer",
+    "arguments contain non-serializable objects",
+)
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(notice in message for notice in NOISE)
 
 
 def stage(stage_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[[], None]]:

@@ -35,7 +35,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image, UnidentifiedImageError
 
-from odpipe.evaluation import Detection, as_boxes, detect, load_detector
+from odpipe.detectors import load_detector
+from odpipe.evaluation import Detection, as_boxes, decode_error, detect
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.images import DECODE_ERRORS, readable_bytes
 from odpipe.label_map import read_label_map
@@ -125,35 +126,40 @@ def min_score(params: Mapping[str, Any] | None) -> float:
 
 
 def detect_row(detector, row: int, data: bytes, threshold: float) -> list[Detection]:
-    """``detect`` on one row's image. Pillow accepts a few files TensorFlow's decoder refuses (a
-    PNG cut short after its pixel data, its checksums gone): still the client's error."""
+    """``detect`` on one row's image; an image TensorFlow refuses is still the client's error."""
     try:
         return detect(detector, data, threshold)
     except tf.errors.InvalidArgumentError as err:
-        raise invalid(f"row {row}: TensorFlow cannot decode the image ({err.message.split('}} ')[-1]})") from None
-
-
-def detection_rows(index: int, detections: Sequence[Detection], categories: Mapping[int, str]) -> list[dict]:
-    """One image's detections as output rows: ``as_boxes`` names the classes as ``odpipe
-    predict`` does (an id missing from the label map keeps its number)."""
-    return [
-        {IMAGE: index, "class_id": d.class_id, "class": b.label, "score": d.score}
-        | dict(zip(BOX, (b.xmin, b.ymin, b.xmax, b.ymax), strict=True))
-        for b, d in zip(as_boxes(detections, categories), detections, strict=True)
-    ]
+        raise invalid(f"row {row}: {decode_error(err)}") from None
 
 
 def detections_frame(
     per_image: Sequence[Sequence[Detection]], categories: Mapping[int, str], paths: Sequence[str | None] | None
 ) -> pd.DataFrame:
     """All images' detections, one row each, with the same columns and types when there are
-    none (a client reads an empty answer as it reads a full one); ``path`` only when given."""
-    rows = [row for index, found in enumerate(per_image) for row in detection_rows(index, found, categories)]
-    columns = [c for c in OUTPUT_TYPES if c != PATH or paths is not None]
-    frame = pd.DataFrame(rows, columns=columns)
-    if paths is not None:
-        frame[PATH] = [paths[i] for i in frame[IMAGE]]
-    return frame.astype({c: PANDAS_TYPES[OUTPUT_TYPES[c]] for c in columns})
+    none (a client reads an empty answer as it reads a full one); ``path`` only when given.
+    ``as_boxes`` names the classes as ``odpipe predict`` does (an id missing from the label map
+    keeps its number). Built column by column, typed from the start: a frame of row dicts cast
+    afterwards cost 2 ms a request, a tenth of the model call."""
+    found = [
+        (index, d, b)
+        for index, image in enumerate(per_image)
+        for d, b in zip(image, as_boxes(image, categories), strict=True)
+    ]
+    values = {
+        IMAGE: [index for index, _, _ in found],
+        PATH: [paths[index] for index, _, _ in found] if paths is not None else None,
+        "class_id": [d.class_id for _, d, _ in found],
+        "class": [b.label for _, _, b in found],
+        "score": [d.score for _, d, _ in found],
+    } | {name: [getattr(b, name) for _, _, b in found] for name in BOX}
+    return pd.DataFrame(
+        {
+            column: pd.Series(values[column], dtype=PANDAS_TYPES[kind])
+            for column, kind in OUTPUT_TYPES.items()
+            if values[column] is not None
+        }
+    )
 
 
 class DetectorModel(PythonModel):

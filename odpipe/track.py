@@ -31,7 +31,8 @@ import yaml
 from tqdm import tqdm
 
 from odpipe.counting import ANCHORS, Counter, Event, Zone, counters_from_config, in_direction, resolve
-from odpipe.evaluation import Detection, class_name, detect_batch, images_per_call, input_spec, load_detector
+from odpipe.detectors import load_detector
+from odpipe.evaluation import Detection, class_name, detect_batch
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import write_csv, write_json
 from odpipe.label_map import read_label_map
@@ -301,8 +302,7 @@ def track_video(
         out_dir.mkdir(parents=True, exist_ok=True)
         follow = TrackAndCount.from_settings(settings, source.width, source.height)
         counters, counter = follow.counter.counters, follow.counter
-        spec = input_spec(detector)
-        per_call = images_per_call(spec)
+        per_call = detector.images_per_call
         writer = None
         if write_video:
             writer = open_writer(
@@ -322,7 +322,7 @@ def track_video(
                 for group in detection_groups(source, settings.frame_stride, per_call):
                     detected = [f for f in group if is_detected(f.index, settings.frame_stride)]
                     images = [rgb_tensor(f.image) for f in detected]
-                    found = detect_batch(detector, spec, images, settings.min_score) if images else []
+                    found = detect_batch(detector, images, settings.min_score) if images else []
                     by_index = {f.index: d for f, d in zip(detected, found, strict=True)}
                     for frame in group:
                         tracked, events = follow.step(frame.index, frame.time, by_index.get(frame.index))

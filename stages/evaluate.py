@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.curves import best_and_worst, threshold_report
+from odpipe.detectors import FORMAT_PATHS, format_size, load_detector
 from odpipe.evaluation import (
     QualityGateError,
     coco_detections,
@@ -16,7 +17,7 @@ from odpipe.evaluation import (
     comparison_row,
     confusion_pairs,
     detect_all,
-    load_detector,
+    format_scores,
     quality_gate,
 )
 from odpipe.export import LABEL_MAP_NAME
@@ -50,18 +51,26 @@ def main(cfg: DictConfig) -> None:
     detector = load_detector(export_dir)
     categories = read_label_map(export_dir / LABEL_MAP_NAME)
 
-    def run(split: str):
+    def run(split: str, model=detector):
         """Each image's boxes and detections; the images themselves are read as the model needs
         them and not kept, so memory does not grow with the split."""
         records = group_csv_rows(iter_csv(Path(cfg.paths.convert) / f"{split}.csv"))
         encoded = ((images / r.filename).read_bytes() for r in records)
-        detections, speed = detect_all(detector, encoded, cfg.evaluate.min_score)
+        detections, speed = detect_all(model, encoded, cfg.evaluate.min_score)
         return records, detections, speed
 
     records, detections, speed = run(cfg.evaluate.split)
     val_records, val_detections, _ = run("val")
-    metrics, summary = coco_metrics(coco_ground_truth(records, categories), coco_detections(detections))
+    ground_truth = coco_ground_truth(records, categories)
+    metrics, summary = coco_metrics(ground_truth, coco_detections(detections))
     log.info("COCO box metrics on %s (%d images):\n%s", cfg.evaluate.split, len(records), summary)
+    formats = format_scores("saved_model", metrics | speed, format_size(export_dir, "saved_model"))
+    for model_format in cfg.export.formats:
+        if model_format != "saved_model":  # every other format, scored by the same code on the same split
+            _, found, format_speed = run(cfg.evaluate.split, load_detector(export_dir, model_format))
+            format_metrics, _ = coco_metrics(ground_truth, coco_detections(found))
+            formats |= format_scores(model_format, format_metrics | format_speed, format_size(export_dir, model_format))
+    log.info("export formats on %s: %s", cfg.evaluate.split, formats)
     chosen = threshold_report(
         (val_records, val_detections), (records, detections), categories, cfg.evaluate.iou_threshold
     )
@@ -70,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     exported = {"exported_step": selection["step"]}
     if "val_map" in selection:  # absent when training ran without val evaluation
         exported["exported_val_map"] = selection["val_map"]
-    report = {**metrics, **chosen.metrics, **speed, **exported, "num_images": len(records)}
+    report = {**metrics, **chosen.metrics, **speed, **exported, **formats, "num_images": len(records)}
     report["num_detections"] = sum(map(len, detections))
 
     score_threshold = cfg.evaluate.score_threshold
@@ -113,8 +122,9 @@ def main(cfg: DictConfig) -> None:
         log_metrics(client, run_id, numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"))
         reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
         produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
+        exported_files = [export_dir / FORMAT_PATHS[f] for f in cfg.export.formats if f != "saved_model"]
         tracked = (cfg.paths.track_report, cfg.paths.track, cfg.paths.track_frames)
-        log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced, *tracked)])
+        log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced, *tracked, *exported_files)])
         if gate.passed:
             name = gate_config.registered_model
             version = register_model(client, run_id, export_dir, name, metrics, split_sha256)

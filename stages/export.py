@@ -1,16 +1,27 @@
-"""export: the selected checkpoint to a self-contained SavedModel folder."""
+"""export: the selected checkpoint to a self-contained SavedModel folder, and to TFLite when
+export.formats has it."""
 
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from odpipe.checkpoints import publishing
-from odpipe.export import export_model
+from odpipe.detectors import FORMAT_PATHS
+from odpipe.export import check_formats, export_model, spread
+from odpipe.files import iter_csv
+from odpipe.pipeline_config import load_pipeline
 from odpipe.runtime import stage
+from odpipe.tflite import check_supported, export_tflite
+from odpipe.tfrecord import group_csv_rows
 
 
 @stage("export")
 def main(cfg: DictConfig) -> None:
+    check_formats(cfg.export.formats)
+    config = load_pipeline(Path(cfg.paths.pipeline_config))
+    tflite = "tflite" in cfg.export.formats
+    if tflite:
+        check_supported(config)  # before the SavedModel's minute of work
     with publishing(Path(cfg.paths.export)) as out:  # a killed export leaves no half a model
         export_model(
             pipeline_config=Path(cfg.paths.pipeline_config),
@@ -19,6 +30,18 @@ def main(cfg: DictConfig) -> None:
             out_dir=out,
             input_type=cfg.export.input_type,
         )
+        if tflite:
+            train = [r.filename for r in group_csv_rows(iter_csv(Path(cfg.paths.convert) / "train.csv"))]
+            images = Path(cfg.paths.clean_images)
+            export_tflite(
+                config,
+                checkpoint_dir=out / "checkpoint",
+                out_file=out / FORMAT_PATHS["tflite"],
+                quantize=cfg.export.tflite.quantize,
+                calibration_images=(
+                    (images / name).read_bytes() for name in spread(train, cfg.export.tflite.calibration_images)
+                ),
+            )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.evaluation import load_detector
+from odpipe.detectors import load_detector
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import fresh_dir, write_json
 from odpipe.label_map import read_label_map

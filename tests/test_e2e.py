@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from odpipe.evaluation import COCO_STATS, detect, load_detector
+from odpipe.detectors import load_detector
+from odpipe.evaluation import COCO_STATS, detect
 from odpipe.files import read_csv, read_jsonl
 from odpipe.formats import read_dataset
 from odpipe.label_map import read_label_map
@@ -212,6 +214,9 @@ def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -
     for image in images[:2]:
         shutil.copy(image, folder / image.name)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    png = io.BytesIO()
+    Image.open(images[0]).save(png, format="PNG")
+    (folder / "cut.png").write_bytes(png.getvalue()[:-20])  # Pillow reads it, TensorFlow refuses it
     out = tmp_path / "out"
     args = [str(project / paths.export), str(folder), str(images[2].parent / images[2].name.replace(".jpg", ".j*g"))]
     proc = subprocess.run(
@@ -221,8 +226,9 @@ def test_predict_cli_on_files_folders_and_globs(project: Path, tmp_path: Path) -
     )
     assert proc.returncode == 1, proc.stderr
     assert "broken.jpg: cannot read the image" in proc.stderr
+    assert "cut.png: TensorFlow cannot decode the image" in proc.stderr
     result = json.loads((out / "detections.json").read_text())
-    assert len(result["errors"]) == 1
+    assert len(result["errors"]) == 2
     files = {Path(r["file"]).name for r in result["detections"]}
     assert files == {i.name for i in images}
     per_file = {f: sum(Path(r["file"]).name == f for r in result["detections"]) for f in files}

@@ -200,7 +200,8 @@ def _png(height: int, width: int, value: int) -> bytes:
 def test_detect_all_streams_images_in_order_batching_same_sizes_where_the_export_allows(
     fake_exports, export: str, calls: int
 ) -> None:
-    from odpipe.evaluation import detect_all, load_detector
+    from odpipe.detectors import load_detector
+    from odpipe.evaluation import detect_all
 
     sizes = [(40, 60)] * 3 + [(50, 80)] + [(40, 60)] * 2  # free: batches of 3, 1 and 2
     values = [10, 60, 110, 160, 210, 250]
@@ -210,7 +211,7 @@ def test_detect_all_streams_images_in_order_batching_same_sizes_where_the_export
     assert [[round(d.score * 255) for d in found] for found in detections] == [[], [], [110], [160], [210], [250]]
     (h, w), d = sizes[3], detections[3][0]
     assert (d.class_id, d.xmin, d.ymin, d.xmax, d.ymax) == (1, 0.25 * w, 0.5 * h, 0.75 * w, 1.0 * h)
-    assert int(detector.calls.numpy()) == calls + 1  # and one warm-up call
+    assert int(detector.model.calls.numpy()) == calls + 1  # and one warm-up call
     assert set(speed) == {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "images_per_second"}
     assert 0 < speed["latency_ms_p50"] <= speed["latency_ms_p99"] and speed["images_per_second"] > 0
     assert detect_all(detector, [], 0.0) == ([], {})

@@ -27,7 +27,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from odpipe.evaluation import coco_detections, coco_ground_truth, coco_metrics, detect_all, load_detector
+from odpipe.boxes import iou_matrix
+from odpipe.detectors import FORMAT_PATHS, load_detector
+from odpipe.evaluation import Detection, coco_detections, coco_ground_truth, coco_metrics, detect, detect_all
 from odpipe.files import read_csv
 from odpipe.label_map import read_label_map
 from odpipe.manifest import sha256_file
@@ -40,6 +42,15 @@ from .conftest import ROOT, RangeHandler, serve, zoo_tarball
 
 NAME = "odpipe_shapes_ssd_160x160"
 SSD = ["model=ssd_mobilenet_v2_small", "augment=none"]  # stands in for the zoo's SSDs, whatever the default
+PRETRAIN = [
+    "experiment=smoke",
+    *SSD,
+    "dataset.num_images=160",
+    "train.batch_size=16",
+    "train.num_steps=1000",
+    "train.steps_per_loop=100",
+    "train.eval_every=500",
+]
 
 
 def _backbone(model_dir: Path) -> dict[str, np.ndarray]:
@@ -61,9 +72,7 @@ def _relative_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> fl
 def zoo_model(tmp_path_factory) -> tuple[Path, Path]:
     """A zoo-style tarball of a model the pipeline trained, and its checkpoint folder."""
     work = copy_project(ROOT, tmp_path_factory.mktemp("pretrain") / "project")
-    shapes = ["experiment=smoke", *SSD, "dataset.num_images=160", "train.batch_size=16", "train.num_steps=1000"]
-    loops = ["train.steps_per_loop=100", "train.eval_every=500"]
-    run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*shapes, *loops]), "export", timeout=1500)
+    run_dvc(work, "exp", "run", *(f"-S{o}" for o in PRETRAIN), "export", timeout=1500)
     paths = load_params(work).paths
     checkpoint = Path(tf.train.latest_checkpoint(str(work / paths.train)))
     served = tmp_path_factory.mktemp("served")
@@ -144,3 +153,58 @@ def test_val_map_while_training_is_what_evaluate_measures_on_val(zoo_model) -> N
     assert selection["val_map_50"] > 0, "no true positive at all: the comparison would be empty"
     assert metrics["map"] == pytest.approx(selection["val_map"], rel=0.02, abs=1e-4)
     assert metrics["map_50"] == pytest.approx(selection["val_map_50"], rel=0.02, abs=1e-4)
+
+
+def _top_detections(export: Path, model_format: str, images: list[bytes]) -> list[Detection]:
+    detector = load_detector(export, model_format)
+    return [detect(detector, image)[0] for image in images]
+
+
+def _corners(d: Detection) -> np.ndarray:
+    return np.array([[d.xmin, d.ymin, d.xmax, d.ymax]])
+
+
+def _agreement(reference: list[Detection], other: list[Detection]) -> tuple[float, list[float]]:
+    """Largest score difference, and the smallest IoU (0 for another class), image by image."""
+    scores = max(abs(a.score - b.score) for a, b in zip(reference, other, strict=True))
+    ious = [
+        iou_matrix(_corners(a), _corners(b))[0, 0] if a.class_id == b.class_id else 0.0
+        for a, b in zip(reference, other, strict=True)
+    ]
+    return scores, ious
+
+
+def test_tflite_float_and_int8_are_scored_by_evaluate_beside_the_saved_model(zoo_model) -> None:
+    """The trained SSD exported to TFLite, float then int8 (calibrated on train images), each
+    scored by the evaluate stage with the code that scores the SavedModel. The smoke SSD is too
+    weak for its mAP to say much (benchmarks/quality.py measures what int8 costs on a trained
+    model), so fidelity is checked detection by detection: each test image's best one."""
+    _, trained = zoo_model
+    work = trained.parents[1]
+    paths = load_params(work).paths
+    records = group_csv_rows(read_csv(work / paths.convert / "test.csv"))
+    images = [(work / paths.clean_images / r.filename).read_bytes() for r in records]
+    export = work / paths.export
+    reference = _top_detections(export, "saved_model", images)
+    reports, agreement = {}, {}
+    for quantize in ("none", "int8"):
+        tflite = ["export.formats=[saved_model,tflite]", f"export.tflite.quantize={quantize}"]
+        run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*PRETRAIN, *tflite]), "evaluate", timeout=900)
+        reports[quantize] = json.loads((work / paths.evaluate_report).read_text())
+        agreement[quantize] = _agreement(reference, _top_detections(export, "tflite", images))
+    for quantize, report in reports.items():
+        print(quantize, {k: round(v, 4) for k, v in report.items() if k.split("/")[0] in FORMAT_PATHS})
+    floats, int8 = reports["none"], reports["int8"]
+    # Same weights, same resize: the float model's best detection is the SavedModel's.
+    score_gap, ious = agreement["none"]
+    assert score_gap < 1e-4 and min(ious) > 0.99
+    # int8: the best detection moves a little, and on a few images another one wins.
+    score_gap, ious = agreement["int8"]
+    print(
+        f"int8 against the SavedModel: score gap {score_gap:.4f}, best box kept on {np.mean(np.array(ious) > 0.5):.0%}"
+    )
+    assert score_gap < 0.1 and np.mean(np.array(ious) > 0.5) >= 0.75
+    assert floats["saved_model/map"] == floats["map"] == int8["map"]
+    assert {"tflite/map", "tflite/map_50", "tflite/map_75"} <= int8.keys()
+    assert int8["tflite/size_mb"] < 0.4 * floats["tflite/size_mb"] < floats["saved_model/size_mb"]
+    assert all(r["tflite/latency_ms_p50"] > 0 and r["tflite/images_per_second"] > 0 for r in reports.values())

@@ -23,7 +23,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from odpipe.evaluation import Detection, as_boxes, detect, load_detector
+from odpipe.detectors import load_detector
+from odpipe.evaluation import Detection, as_boxes, detect
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.images import readable_bytes
 from odpipe.label_map import read_label_map
