@@ -13,7 +13,13 @@ handled here by one rule:
   confirmed when its track ends, and with ``frame_size`` the band is narrowed where the frame leaves no
   room for it;
 - an object that stops on the line and gets a new id is counted again when it drives on: a track whose
-  side was never seen outside the band cannot count.
+  side was never seen outside the band cannot count;
+- an object hidden by another while it crosses comes out on the far side under a new id, whose first
+  side is already the new one, and is never counted: with ``frame_size``, a track that first shows up
+  away from the frame edges (it did not come into the picture, it came out from behind something)
+  takes over the state of a track of its class that vanished away from the edges less than ``rejoin``
+  seconds before, within reach of where it reappears. The state moves, it is not copied: what the old
+  id counted, the new one cannot count again.
 
 Direction convention (for the README): walking along a line from ``start`` to ``end`` on the image as
 it is viewed (x to the right, y down), an object crossing from the left-hand side to the right-hand side
@@ -271,7 +277,8 @@ class Counter:
     and direction, with the rules in this module's docstring. Feed it every frame with :meth:`update`,
     tell it of tracks the tracker removed with :meth:`end_tracks`, and call :meth:`finish` at the end
     of the video. ``frame_size`` (width, height), when given, narrows the band of a line drawn close to
-    the frame edge (see :func:`dead_band`)."""
+    the frame edge (see :func:`dead_band`) and lets a track that appears mid-picture continue one that
+    vanished there up to ``rejoin`` seconds before (0: never; see the module's docstring)."""
 
     def __init__(
         self,
@@ -280,6 +287,7 @@ class Counter:
         margin: float = 4.0,
         min_frames: int = 2,
         frame_size: tuple[float, float] | None = None,
+        rejoin: float = 5.0,
     ) -> None:
         if anchor not in ANCHORS:
             raise ValueError(f"unknown anchor {anchor!r} (expected one of {ANCHORS})")
@@ -287,6 +295,8 @@ class Counter:
             raise ValueError(f"margin must be >= 0, got {margin}")
         if min_frames < 1:
             raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+        if rejoin < 0:
+            raise ValueError(f"rejoin must be >= 0 seconds, got {rejoin}")
         _check_unique(counters)
         for counter in counters:
             if counter.relative:
@@ -299,6 +309,9 @@ class Counter:
         self._classes: dict[int, int] = {}
         self._boxes: dict[int, Tracked] = {}  # each track's latest box: did it leave the picture?
         self._frame_size, self._margin = frame_size, margin
+        self._rejoin = rejoin if frame_size is not None else 0.0  # the edges must be known
+        self._seen: dict[int, float] = {}  # time each track was last reported
+        self._vanished: dict[int, tuple[float, Tracked, list[_State]]] = {}  # ended mid-picture
         self._counts: dict[str, dict[str, dict[int, int]]] = {c.name: {"in": {}, "out": {}} for c in self.counters}
 
     @property
@@ -314,11 +327,18 @@ class Counter:
         if len(set(ids)) != len(ids):
             raise ValueError(f"frame {frame}: a track id appears more than once in {ids}")
         events: list[Event] = []
+        present = set(ids)
+        self._vanished = {i: v for i, v in self._vanished.items() if time - v[0] <= self._rejoin}
         for tracked in tracks:
             point = anchor_point(tracked, self.anchor)
+            if tracked.track_id not in self._states:
+                self._states[tracked.track_id] = self._continued(tracked, time, present) or [
+                    _State() for _ in self.counters
+                ]
             self._classes[tracked.track_id] = tracked.class_id
             self._boxes[tracked.track_id] = tracked
-            states = self._states.setdefault(tracked.track_id, [_State() for _ in self.counters])
+            self._seen[tracked.track_id] = time
+            states = self._states[tracked.track_id]
             for counter, (low, high), state in zip(self.counters, self._bands, states, strict=True):
                 distance = signed_distance(counter, point)
                 side = 1 if distance > high else -1 if distance < -low else 0
@@ -337,11 +357,41 @@ class Counter:
             if track_id not in self._states:
                 continue
             left = video_ended or self._at_edge(self._boxes[track_id])
-            for counter, state in zip(self.counters, self._states.pop(track_id), strict=True):
+            states = self._states.pop(track_id)
+            if not left and self._rejoin:  # gone mid-picture: hidden, perhaps, to come out under a new id
+                self._vanished[track_id] = (self._seen[track_id], self._boxes[track_id], states)
+            for counter, state in zip(self.counters, states, strict=True):
                 if state.pending and left:
                     events += self._confirm(state, counter, track_id)
-            del self._classes[track_id], self._boxes[track_id]
+            del self._classes[track_id], self._boxes[track_id], self._seen[track_id]
         return events
+
+    def _continued(self, tracked: Tracked, time: float, present: set[int]) -> list[_State] | None:
+        """The states of the track that ``tracked``, new and away from the edges, continues: of those
+        of its class not seen now, last seen away from the edges less than ``rejoin`` s ago, the one
+        whose last anchor is nearest to its anchor, within the larger box's size plus that size per
+        second of the gap (objects rarely move faster); None when there is none. The state is taken
+        from the old track, which starts afresh should it come back."""
+        if not self._rejoin or self._at_edge(tracked):
+            return None
+        point = np.array(anchor_point(tracked, self.anchor))
+        candidates = [(i, self._seen[i], self._boxes[i]) for i in self._states if i not in present]
+        candidates += [(i, seen, box) for i, (seen, box, _) in self._vanished.items()]
+        best, nearest = None, math.inf
+        for track_id, seen, box in candidates:
+            gap = time - seen
+            if not 0 < gap <= self._rejoin or box.class_id != tracked.class_id or self._at_edge(box):
+                continue
+            size = max(max(b.xmax - b.xmin, b.ymax - b.ymin) for b in (box, tracked))
+            distance = float(np.hypot(*(point - anchor_point(box, self.anchor))))
+            if distance <= size * (1 + gap) and distance < nearest:
+                best, nearest = track_id, distance
+        if best is None:
+            return None
+        if best in self._vanished:
+            return self._vanished.pop(best)[2]
+        del self._classes[best], self._boxes[best], self._seen[best]
+        return self._states.pop(best)
 
     def finish(self) -> list[Event]:
         """The video ended: every track ends, and what is pending is confirmed."""

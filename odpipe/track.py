@@ -67,6 +67,7 @@ class TrackSettings:
     anchor: str = "bottom_center"
     margin: float = 6.0
     min_frames: int = 2
+    rejoin: float = 5.0  # seconds a track gone mid-picture may be continued by a new one appearing there
     lines: Sequence[Mapping] = ()
     zones: Sequence[Mapping] = ()
     codec: str = "mp4v"
@@ -83,6 +84,7 @@ class TrackSettings:
             anchor=count["anchor"],
             margin=float(count["margin"]),
             min_frames=int(count["min_frames"]),
+            rejoin=float(count["rejoin"]),
             lines=list(lines),
             zones=list(zones),
             codec=track["codec"],
@@ -131,7 +133,9 @@ class TrackAndCount:
         """The configured tracker, and a counter of the configured lines and zones on a frame of
         this size (where relative coordinates become pixels)."""
         counters = [resolve(c, width, height) for c in counters_from_config(settings.lines, settings.zones)]
-        counter = Counter(counters, settings.anchor, settings.margin, settings.min_frames, frame_size=(width, height))
+        counter = Counter(
+            counters, settings.anchor, settings.margin, settings.min_frames, (width, height), settings.rejoin
+        )
         return cls(make_tracker(settings.method, settings.tracker), counter, width, height)
 
     def step(
@@ -425,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=TrackSettings.margin, help="dead band around lines, px")
     parser.add_argument("--min-frames", type=int, default=TrackSettings.min_frames)
     parser.add_argument(
+        "--rejoin",
+        type=float,
+        default=TrackSettings.rejoin,
+        help="seconds a track lost mid-picture may be continued by a new id appearing there (0: off)",
+    )
+    parser.add_argument(
         "--fps", type=float, default=DEFAULT_FPS, help="frame rate of a folder of frames, or of a video without one"
     )
     parser.add_argument(
@@ -446,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         anchor=args.anchor,
         margin=args.margin,
         min_frames=args.min_frames,
+        rejoin=args.rejoin,
         lines=args.line,
         zones=args.zone,
         codec=args.codec,

@@ -252,3 +252,47 @@ def test_anchor_points() -> None:
     assert anchor_point(tracked, "top_center") == (20, 20)
     with pytest.raises(ValueError, match="unknown anchor"):
         Counter([DOWN], anchor="feet")
+
+
+FRAME = (320, 240)
+
+
+def hidden_crossing(new_class: int = 1, new_x: float = 160, gap: int = 20) -> list[list[Tracked]]:
+    """Track 1 comes down to 30 px above the line and vanishes mid-picture (hidden); ``gap`` frames
+    later (10 fps) track 2 comes out 25 px past the line and drives on down."""
+    old = path(1, [(160, y) for y in range(40, 95, 5)])
+    new = path(2, [(new_x, y) for y in range(145, 185, 5)], class_id=new_class)
+    return old + [[] for _ in range(gap)] + new
+
+
+def test_an_object_hidden_while_crossing_counts_under_its_new_id() -> None:
+    counter = Counter([DOWN], frame_size=FRAME)
+    events = play(counter, hidden_crossing())
+    assert [(e.track_id, e.direction) for e in events] == [(2, "in")]
+    # without rejoining (or without the frame size, which says where the edges are) it is missed
+    assert play(Counter([DOWN], frame_size=FRAME, rejoin=0), hidden_crossing()) == []
+    assert play(Counter([DOWN]), hidden_crossing()) == []
+
+
+@pytest.mark.parametrize(
+    "change", [{"new_class": 2}, {"new_x": 280}, {"gap": 60}], ids=["other class", "out of reach", "too late"]
+)
+def test_a_new_track_continues_no_track_of_another_class_far_away_or_long_gone(change: dict) -> None:
+    assert play(Counter([DOWN], frame_size=FRAME, rejoin=5), hidden_crossing(**change)) == []
+
+
+def test_a_track_that_enters_at_the_frame_edge_continues_nothing() -> None:
+    """It came into the picture: it is an object of its own, even just after another vanished nearby."""
+    old = path(1, [(160, y) for y in range(40, 95, 5)])
+    new = path(2, [(160, y) for y in range(236, 60, -10)])  # in through the bottom edge, then up across
+    events = play(Counter([DOWN], frame_size=FRAME), old + new)
+    assert [(e.track_id, e.direction) for e in events] == [(2, "out")]
+
+
+def test_a_counted_track_continued_by_a_new_id_is_not_counted_again() -> None:
+    """Counted, then hidden and back under a new id further on: the count moved with the state."""
+    counter = Counter([DOWN], frame_size=FRAME)
+    old = path(1, [(160, y) for y in range(90, 150, 10)])  # crosses at 130, counted
+    new = path(2, [(160, y) for y in range(170, 200, 5)])
+    events = play(counter, old + [[]] * 10 + new)
+    assert [(e.track_id, e.direction) for e in events] == [(1, "in")]
