@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,15 +21,18 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from odpipe.annotations import read_voc
 from odpipe.detectors import load_detector
 from odpipe.evaluation import COCO_STATS, detect
 from odpipe.files import read_csv, read_jsonl
 from odpipe.formats import read_dataset
 from odpipe.label_map import read_label_map
+from odpipe.manifest import sha256_file
 from odpipe.project import copy_project, experiments, run_dvc, stage_names
-from odpipe.runs import DATA_VERSION_TAG, TRAIN_RUN_TAG, read_run_id
-from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.runs import DATA_VERSION_TAG, SPLIT_TAG, TRAIN_RUN_TAG, read_run_id
+from odpipe.runtime import PARAMS_FILE, compose_config, compose_params, load_params
 from odpipe.splitting import SPLITS
+from odpipe.synthetic import SyntheticSpec, generate
 from odpipe.tfrecord import read_examples, shard_pattern
 from odpipe.track_metrics import read_mot
 
@@ -484,3 +488,80 @@ def test_stages_log_to_a_tracking_server(project: Path, mlflow_server: str) -> N
     assert sorted(m["step"] for m in history) == list(range(10, params.train.num_steps + 1, 10))
     artifacts = {f["path"] for f in _rest(mlflow_server, "artifacts/list", run_id=run_id).get("files", [])}
     assert {"pipeline.config", "label_map.pbtxt", "evaluate.json"} <= artifacts
+
+
+def test_new_images_are_pre_labelled_corrected_retrained_and_gated(project: Path, tmp_path: Path) -> None:
+    """The course's loop as a user runs it: the trained model pre-labels new images, a person
+    corrects the labels, they join the labelled folder, the pipeline retrains, and the quality
+    gate decides whether a registry version appears. Last in this module: it moves the project
+    to dataset=local."""
+    paths = load_params(project).paths
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    classes = list(read_label_map(project / paths.label_map).values())
+    mine = tmp_path / "mine"  # the user's labelled folder: the built-in images, LabelImg's VOC pairs
+    shutil.copytree(project / paths.raw, mine)
+    before = len(list(mine.glob("*.jpg")))
+    local = [
+        *SMOKE,
+        "dataset=local",
+        f"dataset.path={mine}",
+        f"dataset.classes=[{','.join(classes)}]",
+        "evaluate.min_map=0.0",
+        "evaluate.min_improvement=0.0",
+    ]
+
+    def versions() -> list:
+        return sorted(client.search_model_versions("name='odpipe-detector'"), key=lambda v: int(v.version))
+
+    def report() -> dict:
+        return json.loads((project / paths.evaluate_report).read_text())
+
+    def exp_run(overrides: list[str], name: str) -> set[str]:
+        return _ran(run_dvc(project, "exp", "run", "-n", name, *(f"-S{o}" for o in overrides), timeout=1200))
+
+    # New images, unlabelled, pre-labelled by the current model as LabelImg files.
+    spec = SyntheticSpec.from_config(compose_config(ROOT, SMOKE).dataset)
+    truth = tmp_path / "truth"
+    generate(replace(spec, seed=spec.seed + 1, num_images=12), truth)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for image in truth.glob("*.jpg"):
+        shutil.copy(image, incoming / f"new_{image.name}")
+    prelabel = tmp_path / "prelabel"
+    command = [sys.executable, "-m", "odpipe.predict", str(project / paths.export), str(incoming)]
+    proc = subprocess.run([*command, "--out", str(prelabel), "--format", "voc", "--min-score", "0"], text=True)
+    assert proc.returncode == 0
+    labels = prelabel / "labels"
+    assert sorted(p.stem for p in labels.glob("*.xml")) == sorted(p.stem for p in incoming.glob("*.jpg"))
+    assert all(read_voc(xml).boxes for xml in labels.glob("*.xml")), "every image pre-labelled"
+    # A person corrects the boxes (here: the generator's truth), and the folder grows.
+    for xml in truth.glob("*.xml"):
+        corrected = xml.read_text().replace(f"<filename>{xml.stem}.jpg<", f"<filename>new_{xml.stem}.jpg<")
+        (labels / f"new_{xml.name}").write_text(corrected)
+    for path in labels.iterdir():
+        shutil.copy(path, mine / path.name)
+
+    registered = len(versions())
+    assert {"ingest", "clean_split", "train", "evaluate"} <= exp_run(local, "with-new-images")
+    manifest = json.loads((project / paths.manifest).read_text())
+    assert sum(f["file"].endswith(".jpg") for f in manifest["files"]) == before + 12
+    split_report = json.loads((project / paths.clean_split_report).read_text())
+    assert sum(split_report["splits"][s]["images"] for s in SPLITS) == before + 12
+    # Registered only when allowed: against the best version scored on this same test split,
+    # if there is one (the new images may have changed it), else on min_map alone.
+    split = sha256_file(project / paths.convert / "test.csv")
+    scored_here = [v for v in versions() if v.tags.get(SPLIT_TAG) == split and int(v.version) <= registered]
+    gate = report()
+    assert len(versions()) == registered + gate["gate_passed"]
+    assert ("best registered" in gate["gate"]) == bool(scored_here)
+    if gate["gate_passed"]:
+        assert versions()[-1].tags[SPLIT_TAG] == split
+
+    # Asked to beat the best registered version on this split by 0.5, the same model is refused:
+    # only evaluate reruns, and the experiment is a result with gate_passed 0, not a failure.
+    count = len(versions())
+    assert exp_run([*local, "evaluate.min_improvement=0.5"], "must-beat") == {"evaluate"}
+    assert report()["gate_passed"] == 0 and "+ evaluate.min_improvement 0.5: not registered" in report()["gate"]
+    assert len(versions()) == count
+    shown = experiments(project)["must-beat"]["metrics"][paths.evaluate_report]
+    assert shown["gate_passed"] == 0 and shown["map"] == report()["map"]
