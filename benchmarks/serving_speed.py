@@ -23,16 +23,11 @@ import csv
 import http.client
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +38,9 @@ import pandas as pd
 from odpipe.detectors import load_detector
 from odpipe.evaluation import detect
 from odpipe.images import readable_bytes
-from odpipe.runs import TRACKING_URI_ENV, create_run, global_tracking_uri, open_client
+from odpipe.runs import create_run, global_tracking_uri, open_client
 from odpipe.runtime import compose_config
+from odpipe.servers import scoring_server
 from odpipe.serving import DEFAULT_MIN_SCORE, IMAGE, register_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,49 +130,6 @@ def served(port: int, bodies: Sequence[bytes], clients: int, row: Row) -> None:
     row.add(latencies, time.perf_counter() - start, found)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def scoring_server(uri: str, version: str, work: Path) -> Iterator[int]:
-    """`mlflow models serve` of the version in its own process group, always stopped; its port."""
-    port, log_path = free_port(), work / "server.log"
-    env = {
-        **os.environ,
-        TRACKING_URI_ENV: uri,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}/{version}"]
-    command += ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"]
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                        break
-                except OSError:  # not listening yet
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the scoring server did not start:\n{log_path.read_text()[-5000:]}")
-                time.sleep(1)
-            yield port
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)  # the group: the CLI and the uvicorn it starts
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="exported model (default: paths.export)")
@@ -205,7 +158,8 @@ def main() -> None:
         with global_tracking_uri(uri):
             pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
         print("starting mlflow models serve ...", flush=True)
-        with scoring_server(uri, version, work) as port:
+        with scoring_server(f"models:/{NAME}/{version}", uri, work) as url:
+            port = urllib.parse.urlsplit(url).port
             connection = connect(port)
             # One image at a time through each in turn, so that the machine's noise hits all alike.
             one_by_one: dict[str, Callable[[int], int]] = {

@@ -2,12 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
-import subprocess
 import tarfile
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
@@ -163,24 +159,3 @@ def zoo_tarball(out: Path, name: str, pipeline_config: Path, checkpoint: Path, s
         if saved_model is not None:
             tar.add(saved_model, f"{name}/saved_model")
     return out
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_http(url: str, server: subprocess.Popen, seconds: float, log: Path | None = None) -> None:
-    """Block until ``url`` answers; fail, with the server's log, if it dies or is not up in time."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                said = log.read_text() if log else ""
-                raise RuntimeError(f"the server for {url} did not start\n{said}") from None
-            time.sleep(1)

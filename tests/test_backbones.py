@@ -26,10 +26,11 @@ from odpipe.pipeline_config import (
     write_pipeline,
 )
 from odpipe.runtime import compose_config
+from odpipe.servers import free_port
 from odpipe.synthetic import SyntheticSpec, render_image
 from odpipe.tfrecord import ImageBoxes, shard_pattern, write_tfrecords
 
-from .conftest import CLASSES, ROOT, RangeHandler, free_port, pipeline_settings, serve
+from .conftest import CLASSES, ROOT, RangeHandler, pipeline_settings, serve
 
 CENTERNET = ROOT / "conf" / "model" / "base" / "centernet_mobilenet_v2_fpn_small.config"
 SSD = ROOT / "conf" / "model" / "base" / "ssd_mobilenet_v2_small.config"

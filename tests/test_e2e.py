@@ -31,12 +31,13 @@ from odpipe.manifest import sha256_file
 from odpipe.project import copy_project, experiments, run_dvc, stage_names
 from odpipe.runs import DATA_VERSION_TAG, SPLIT_TAG, TRAIN_RUN_TAG, read_run_id
 from odpipe.runtime import PARAMS_FILE, compose_config, compose_params, load_params
+from odpipe.servers import free_port, wait_for_http
 from odpipe.splitting import SPLITS
 from odpipe.synthetic import SyntheticSpec, generate
 from odpipe.tfrecord import read_examples, shard_pattern
 from odpipe.track_metrics import read_mot
 
-from .conftest import ROOT, free_port, wait_for_http
+from .conftest import ROOT
 
 SMOKE = ["experiment=smoke"]
 DATA_STAGES = {"ingest", "clean_split", "convert", "tfrecord"}

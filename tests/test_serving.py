@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -32,9 +31,10 @@ from odpipe.predict import predict_images
 from odpipe.project import copy_project, run_dvc
 from odpipe.runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.servers import scoring_server
 from odpipe.serving import DEFAULT_MIN_SCORE, detections_frame, input_paths, parse_images, register_model
 
-from .conftest import ROOT, free_port, wait_for_http
+from .conftest import ROOT
 
 NAME = "odpipe-detector"
 # The smoke experiment without mosaics or validation: a model to serve, not a good one.
@@ -254,31 +254,9 @@ def _post(url: str, body: object) -> tuple[int, dict]:
 
 @pytest.fixture
 def server(registered: Registered, tmp_path: Path) -> Iterator[str]:
-    """`mlflow models serve` of the registered version, in its own process group, always stopped."""
-    port = free_port()
-    env = {
-        **os.environ,
-        TRACKING_URI_ENV: registered.uri,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}/{registered.version}"]
-    command += ["--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"]
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/ping", proc, 180, tmp_path / "server.log")
+    """`mlflow models serve` of the registered version, always stopped."""
+    with scoring_server(f"models:/{NAME}/{registered.version}", registered.uri, tmp_path) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group: the CLI and the uvicorn it starts
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_the_scoring_server_answers_as_predict_and_refuses_bad_rows_with_a_400(

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from odpipe.files import read_csv
 from odpipe.project import copy_project, run_dvc
 from odpipe.runs import RESUMED_AT_TAG, RESUMED_FROM_TAG, read_run_id
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.servers import free_port
 
 from .conftest import ROOT
 
@@ -202,12 +202,6 @@ def test_mirrored_strategy_over_two_logical_cpus(project: Path) -> None:
     assert [int(r["step"]) for r in read_csv(project / paths.train_plot)] == [10, 20, 30, 40]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("budget", [None, 0.001])
 def test_multi_worker_strategy_with_two_worker_processes(project: Path, budget: float | None) -> None:
     """Two real workers on 127.0.0.1 (TF_CONFIG), each reading its own TFRecord shard: both
@@ -217,7 +211,7 @@ def test_multi_worker_strategy_with_two_worker_processes(project: Path, budget: 
     seed = 15 if budget is None else 17
     steps = STEPS if budget is None else 10
     _compose(project, f"train.seed={seed}", f"train.max_minutes={'null' if budget is None else budget}")
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     procs = [
         subprocess.Popen(
             [sys.executable, "stages/train.py", "train.strategy=multi_worker"],
