@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -37,12 +38,47 @@ def write_json(data: dict, path: Path | str) -> None:
 
 def write_jsonl(rows: Iterable[dict], path: Path | str) -> None:
     """One JSON object per line, streamed to a temporary file and renamed into place."""
+    write_lines((jsonl_line(row) for row in rows), path)
+
+
+def jsonl_line(row: dict) -> str:
+    """A row as :func:`write_jsonl` writes it, for rows kept as text until they are written."""
+    return json.dumps(row, sort_keys=True) + "\n"
+
+
+def write_lines(lines: Iterable[str], path: Path | str) -> None:
+    """Lines (each ending in a newline) streamed to a temporary file and renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as handle:
-        handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+        handle.writelines(lines)
     os.replace(tmp, path)
+
+
+SCRATCH_CACHE_KIB = 256
+
+
+def scratch_db() -> sqlite3.Connection:
+    """A private SQLite database in a temporary file, deleted when closed: per-image records
+    that a stage needs again later wait there instead of in memory, which would grow with the
+    dataset. Its page cache is kept small (the OS caches the file anyway); nothing is synced,
+    as nothing in it outlives the process."""
+    db = sqlite3.connect("")
+    db.execute(f"PRAGMA cache_size = -{SCRATCH_CACHE_KIB}")
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("PRAGMA synchronous = OFF")
+    return db
+
+
+def name_key(name: str) -> bytes:
+    """A file name as a SQLite key: its UTF-8 bytes sort as the strings do (code point
+    order), and a name with undecodable bytes (surrogate escapes) is stored too."""
+    return name.encode("utf-8", "surrogatepass")
+
+
+def key_name(key: bytes) -> str:
+    return key.decode("utf-8", "surrogatepass")
 
 
 def read_jsonl(path: Path | str) -> Iterator[dict]:

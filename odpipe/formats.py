@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import pickle
+import posixpath
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -24,6 +27,7 @@ from typing import Any
 import yaml
 
 from odpipe.annotations import IMAGE_SUFFIXES, Annotation, AnnotationError, Box, read_voc
+from odpipe.files import key_name, name_key, scratch_db
 from odpipe.images import DECODE_ERRORS, displayed_size
 
 
@@ -36,11 +40,65 @@ class Issue:
     detail: str
 
 
+class AnnotationStore:
+    """Annotations by image, in a temporary SQLite file rather than in memory: they grow with
+    the dataset (about 1 KB an image as Python objects), and cleaning needs each only when it
+    decides on its image (and a duplicate's first copy once more)."""
+
+    def __init__(self) -> None:
+        self._db = scratch_db()
+        self._db.execute("CREATE TABLE annotation (image BLOB PRIMARY KEY, data BLOB)")
+
+    def __setitem__(self, image: str, annotation: Annotation) -> None:
+        data = pickle.dumps(annotation, pickle.HIGHEST_PROTOCOL)
+        self._db.execute("INSERT OR REPLACE INTO annotation VALUES (?, ?)", (name_key(image), data))
+
+    def __contains__(self, image: object) -> bool:
+        query = "SELECT 1 FROM annotation WHERE image = ?"
+        return isinstance(image, str) and self._db.execute(query, (name_key(image),)).fetchone() is not None
+
+    def get(self, image: str) -> Annotation | None:
+        row = self._db.execute("SELECT data FROM annotation WHERE image = ?", (name_key(image),)).fetchone()
+        return pickle.loads(row[0]) if row else None
+
+    def items(self) -> Iterator[tuple[str, Annotation]]:
+        """In the order they were added."""
+        for image, data in self._db.execute("SELECT image, data FROM annotation ORDER BY rowid"):
+            yield key_name(image), pickle.loads(data)
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM annotation").fetchone()[0]
+
+
 @dataclass
 class Parsed:
-    annotations: dict[str, Annotation] = field(default_factory=dict)
+    annotations: AnnotationStore = field(default_factory=AnnotationStore)
     issues: list[Issue] = field(default_factory=list)  # annotation files or entries not used
     box_issues: list[Issue] = field(default_factory=list)  # boxes not used, their image kept
+
+
+def find(root: Path, match: Callable[[str], bool]) -> list[str]:
+    """The relative POSIX paths under ``root`` whose name ``match`` accepts, in the order of
+    ``sorted(root.rglob(...))`` (part by part), symbolic links to folders not followed.
+
+    Listed with ``os.walk`` and strings: ``Path.rglob`` holds a ``DirEntry`` per file of a
+    folder and makes a ``Path`` per match, megabytes for a folder of 20k images.
+    """
+    found = []
+    for folder, dirs, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        found += [name if rel == "." else f"{rel}/{name}" for name in dirs + files if match(name)]
+    return sorted(found, key=lambda path: path.replace("/", "\0"))  # "/" below any name's character
+
+
+def _suffix(name: str) -> str:
+    """``PurePath.suffix`` of a file name, without making a path (which interns its parts)."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+
+def _stem(name: str) -> str:
+    return name[: -len(_suffix(name))] if _suffix(name) else name
 
 
 class ImageIndex:
@@ -48,17 +106,14 @@ class ImageIndex:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.paths = sorted(
-            p.relative_to(root).as_posix()
-            for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        images = find(root, lambda name: _suffix(name).lower() in IMAGE_SUFFIXES)
+        self.paths = sorted(rel for rel in images if os.path.isfile(os.path.join(root, rel)))
         self._by_name: dict[str, list[str]] = {}
         self._by_stem: dict[str, list[str]] = {}
         for rel in self.paths:
-            posix = PurePosixPath(rel)
-            self._by_name.setdefault(posix.name.lower(), []).append(rel)
-            self._by_stem.setdefault(posix.stem, []).append(rel)
+            name = posixpath.basename(rel)
+            self._by_name.setdefault(name.lower(), []).append(rel)
+            self._by_stem.setdefault(_stem(name), []).append(rel)
 
     def resolve(self, name: str, near: str | None = None) -> str | None:
         """The image a written name refers to: the exact relative path, else the one image of
@@ -99,17 +154,16 @@ def _add(parsed: Parsed, image: str | None, annotation: Annotation, source: str)
 def read_voc_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     """LabelImg folders (XML next to the image) and the VOC layout (Annotations/ + JPEGImages/)."""
     parsed = Parsed()
-    for xml in sorted(root.rglob("*.xml")):
-        source = _rel(xml, root)
-        image = index.by_stem(xml.stem, near=source)
+    for source in find(root, lambda name: name.endswith(".xml")):
+        image = index.by_stem(_stem(posixpath.basename(source)), near=source)
         try:
-            annotation = read_voc(xml)
+            annotation = read_voc(root / source)
         except AnnotationError as err:
             parsed.issues.append(Issue(image or source, "annotation_invalid", str(err)))
             continue
         if not annotation.width or not annotation.height:
             parsed.box_issues.append(Issue(source, "size_missing", "no <size> (or 0x0): the image's own size is used"))
-        if image is None or PurePosixPath(image).parent != PurePosixPath(source).parent:
+        if image is None or posixpath.dirname(image) != posixpath.dirname(source):
             image = index.resolve(annotation.filename, near=source) or image
         _add(parsed, image, annotation, source)
     return parsed
