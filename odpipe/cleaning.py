@@ -12,14 +12,15 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from itertools import chain, count
+from itertools import chain, count, tee
 from pathlib import Path, PurePosixPath
 
 from odpipe.annotations import Annotation, Box
 from odpipe.boxes import agreement
+from odpipe.files import key_name, name_key, scratch_db
 from odpipe.formats import ImageIndex, Issue, Parsed, read_dataset
 from odpipe.images import (
     DECODE_ERRORS,
@@ -30,8 +31,8 @@ from odpipe.images import (
     same_aspect,
 )
 from odpipe.parallel import Workers
-from odpipe.report import box_sizes
-from odpipe.splitting import group_pattern_matches, missing_classes, pins_from_lists, split_images
+from odpipe.split_files import SplitTally
+from odpipe.splitting import missing_classes
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Sample:
 class CleanResult:
     """Every decision; the images themselves are already written, so memory stays flat."""
 
-    kept: list[Sample] = field(default_factory=list)
+    kept: list[Sample] = field(default_factory=list)  # unless they went elsewhere (``clean``'s ``keep``)
     dropped: list[Issue] = field(default_factory=list)  # images, exactly one entry each
     unused: list[Issue] = field(default_factory=list)  # annotation files or entries
     fixed: list[Issue] = field(default_factory=list)  # kept, but changed
@@ -170,7 +171,7 @@ def inspect_image(job: tuple[str, tuple[int, int] | None, Path], root: Path, max
     """Hash, decode and (when needed) convert one image, and write the bytes to train on to
     the job's staging file; runs in a worker process, so the copying is parallel too."""
     name, claimed, staged = job
-    path = root / name
+    path = Path(os.path.join(root, name))  # not root / name: pathlib would intern the index's string for good
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -193,14 +194,15 @@ class CleanedFolder:
     extension: ``a.png`` becomes ``a.jpg``, or ``a.png.jpg`` when an ``a.jpg`` exists too
     (compared ignoring case, as a Windows or macOS checkout would)."""
 
-    def __init__(self, root: Path, inputs: Iterable[str]) -> None:
+    def __init__(self, root: Path, inputs: Sequence[str]) -> None:
         self.root = root
-        self._taken = {name.lower() for name in inputs}
+        self._inputs = inputs
+        self._taken: set[str] | None = None  # names a converted image may not take, once one is
         self._folders: set[Path] = set()
 
     def place(self, staged: Path, name: str) -> None:
         """Move a staged image in under ``name`` (one rename: no copy in this process)."""
-        target = self.root / name
+        target = Path(os.path.join(self.root, name))  # not root / name: pathlib would intern ``name`` for good
         if target.parent not in self._folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(target.parent)
@@ -209,6 +211,8 @@ class CleanedFolder:
     def claim(self, name: str, converted: bool) -> str:
         if not converted or name.lower().endswith((".jpg", ".jpeg")):
             return name
+        if self._taken is None:  # every name tried ends in .jpg: only such inputs can collide
+            self._taken = {n.lower() for n in self._inputs if n.lower().endswith(".jpg")}
         path = PurePosixPath(name)
         numbered = (path.with_name(f"{path.stem}-{i}.jpg") for i in count(2))
         for candidate in chain((path.with_suffix(".jpg"), path.with_name(path.name + ".jpg")), numbered):
@@ -236,51 +240,77 @@ def duplicate_issue(name: str, first: str, boxes: Annotation | None, first_boxes
     )
 
 
-def _jobs(index: ImageIndex, parsed: Parsed, policy: CleanPolicy, result: CleanResult) -> Iterator[str]:
+class FirstCopies:
+    """The first kept image of each content hash, in a temporary SQLite file: a dict of them
+    would grow with the dataset."""
+
+    def __init__(self) -> None:
+        self._db = scratch_db()
+        self._db.execute("CREATE TABLE first (sha256 TEXT PRIMARY KEY, image BLOB)")
+
+    def get(self, sha256: str) -> str | None:
+        row = self._db.execute("SELECT image FROM first WHERE sha256 = ?", (sha256,)).fetchone()
+        return key_name(row[0]) if row else None
+
+    def add(self, sha256: str, image: str) -> None:
+        self._db.execute("INSERT INTO first VALUES (?, ?)", (sha256, name_key(image)))
+
+
+def _jobs(index: ImageIndex, parsed: Parsed, keep_negatives: bool, dropped: list[Issue]) -> Iterator[str]:
     """The images that need reading, in order; those decided on their annotation alone
-    (unusable, or missing when negatives are not kept) are dropped into ``result`` here."""
+    (unusable, or missing when negatives are not kept) go to ``dropped`` instead."""
     invalid = {issue.file: issue for issue in parsed.issues if issue.reason == "annotation_invalid"}
-    moved = set()
     for name in index.paths:
-        if name not in parsed.annotations and name in invalid:
-            moved.add(id(invalid[name]))
-            result.dropped.append(invalid[name])
-        elif name not in parsed.annotations and not policy.keep_negatives:
-            result.dropped.append(
-                Issue(name, "no_annotation", "image without annotation (dataset.keep_negatives: false)")
-            )
+        annotated = name in parsed.annotations
+        if not annotated and name in invalid:
+            dropped.append(invalid[name])
+        elif not annotated and not keep_negatives:
+            dropped.append(Issue(name, "no_annotation", "image without annotation (dataset.keep_negatives: false)"))
         else:
             yield name
-    result.unused = [issue for issue in result.unused if id(issue) not in moved]
 
 
 CHUNK = 16  # images per hand-over to a worker: fewer hand-overs leave this process free to decide
 
 
 def clean(
-    root: Path, out_dir: Path, index: ImageIndex, parsed: Parsed, rules: ClassRules, policy: CleanPolicy
+    root: Path,
+    out_dir: Path,
+    index: ImageIndex,
+    parsed: Parsed,
+    rules: ClassRules,
+    policy: CleanPolicy,
+    keep: Callable[[Sample], None] | None = None,
 ) -> CleanResult:
     """Decide on every image under ``root`` given its parsed annotation, writing each kept
     image into ``out_dir`` as soon as it is decided.
 
     Workers decode, convert and write each image to a staging file; this process takes every
     decision that depends on earlier images (duplicates, names), in sorted order, and renames
-    the staging file into place, so the result is the same for any number of workers.
+    the staging file into place, so the result is the same for any number of workers. Each
+    kept sample goes to ``keep`` when it is decided (to ``result.kept`` without one): a stage
+    writes it out rather than hold every sample. Nothing else held grows with the images.
     """
     result = CleanResult(unused=list(parsed.issues), fixed=list(parsed.box_issues))
+    keep = keep or result.kept.append
     out = CleanedFolder(out_dir, index.paths)
-    first_of: dict[str, str] = {}  # content hash -> first image with it
+    firsts = FirstCopies()
+    early: list[Issue] = []  # dropped on their annotation alone: listed first, as they are decided first
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    jobs = enumerate(_jobs(index, parsed, policy, result))
-    todo = [(n, _claimed(parsed.annotations.get(n)), staging / str(i)) for i, n in jobs]
+    jobs = enumerate(_jobs(index, parsed, policy.keep_negatives, early))
+    todo = ((n, _claimed(parsed.annotations.get(n)), staging / str(i)) for i, n in jobs)
+    settling, sent = tee(todo)  # read lazily: the workers' window bounds what tee holds
     inspect = partial(inspect_image, root=root, max_pixels=policy.max_image_pixels)
     with Workers(policy.workers, chunk=CHUNK) as workers:
         try:
-            for (name, _, staged), seen in zip(todo, workers.map(inspect, todo), strict=True):
-                _settle(name, seen, staged, parsed, first_of, out, rules, policy, result)
+            for (name, _, staged), seen in zip(settling, workers.map(inspect, sent), strict=True):
+                _settle(name, seen, staged, parsed, firsts, out, rules, policy, result, keep)
         finally:
             shutil.rmtree(staging)
+    moved = {id(issue) for issue in early}
+    result.dropped = early + result.dropped
+    result.unused = [issue for issue in result.unused if id(issue) not in moved]
     return result
 
 
@@ -289,16 +319,17 @@ def _settle(
     seen: Inspected,
     staged: Path,
     parsed: Parsed,
-    first_of: dict[str, str],
+    firsts: FirstCopies,
     out: CleanedFolder,
     rules: ClassRules,
     policy: CleanPolicy,
     result: CleanResult,
+    keep: Callable[[Sample], None],
 ) -> None:
     """One image's decision, in input order: its staged bytes renamed into place, or dropped."""
     annotation = parsed.annotations.get(name)
-    if seen.sha256 in first_of:
-        first = first_of[seen.sha256]
+    first = firsts.get(seen.sha256)
+    if first is not None:
         result.dropped.append(duplicate_issue(name, first, annotation, parsed.annotations.get(first)))
         return
     if seen.image is None:
@@ -308,10 +339,10 @@ def _settle(
     if isinstance(sample, Issue):  # a copy of it may still be usable: it is not a duplicate
         result.dropped.append(sample)
         return
-    first_of[seen.sha256] = name
+    firsts.add(seen.sha256, name)
     result.fixed.extend(issues)
     out.place(staged, sample.image)
-    result.kept.append(sample)
+    keep(sample)
 
 
 def _claimed(annotation: Annotation | None) -> tuple[int, int] | None:
@@ -356,32 +387,28 @@ def issues_as_dicts(result: CleanResult) -> dict[str, list[dict]]:
     return {key: [asdict(i) for i in getattr(result, key)] for key in ("dropped", "unused", "fixed")}
 
 
-def report(
-    result: CleanResult, splits: Mapping[str, Sequence[Sample]], classes: Sequence[str], group_pattern: str | None
-) -> dict:
+def report(result: CleanResult, tally: SplitTally, classes: Sequence[str]) -> dict:
     """Counts for DVC metrics: what came in, what was dropped or fixed and why, the images,
     boxes and boxes per class of each split, the classes a split lacks, how many images the
     group pattern matched, and box sizes in COCO's buckets."""
-    labels = {s.image: [b.label for b in s.annotation.boxes] for s in result.kept}
-    names = {split: [s.image for s in samples] for split, samples in splits.items()}
     return {
-        "group_pattern_matches": group_pattern_matches(labels, group_pattern),
-        "classes_missing": missing_classes(names, labels),
+        "group_pattern_matches": tally.group_pattern_matches,
+        "classes_missing": missing_classes(tally.boxes_per_class, tally.images),
         "classes": list(classes),
-        "box_sizes": box_sizes([s.annotation for s in result.kept]),
-        "images_in": len(result.kept) + len(result.dropped),
-        "kept": len(result.kept),
+        "box_sizes": dict(tally.box_sizes),
+        "images_in": tally.kept + len(result.dropped),
+        "kept": tally.kept,
         "dropped": len(result.dropped),
         "dropped_by_reason": _count(i.reason for i in result.dropped),
         "unused_annotations_by_reason": _count(i.reason for i in result.unused),
         "fixed_by_reason": _count(i.reason for i in result.fixed),
         "splits": {
             name: {
-                "images": len(samples),
-                "boxes": sum(len(s.annotation.boxes) for s in samples),
-                "boxes_per_class": _count(b.label for s in samples for b in s.annotation.boxes),
+                "images": tally.images[name],
+                "boxes": tally.boxes[name],
+                "boxes_per_class": dict(sorted(tally.boxes_per_class[name].items())),
             }
-            for name, samples in splits.items()
+            for name in tally.images
         },
     }
 
@@ -392,20 +419,3 @@ def clean_folder(
     """Parse a dataset folder in ``fmt`` ('auto' to detect it), clean it into ``out_dir``."""
     index, parsed = read_dataset(root, fmt, options)
     return index, clean(root, out_dir, index, parsed, rules, policy)
-
-
-def split_samples(
-    samples: Sequence[Sample],
-    lists: Mapping[str, str],
-    ratios: Mapping[str, float],
-    seed: int,
-    group_pattern: str | None,
-) -> dict[str, list[Sample]]:
-    """Cleaned samples by split; ``lists`` (VOC ImageSets, by input file name) pin images."""
-    by_name = {s.image: s for s in samples}
-    hashes = {s.image: s.sha256 for s in samples}
-    labels = {s.image: [b.label for b in s.annotation.boxes] for s in samples}
-    renamed = {s.source: s.image for s in samples}  # names change when converted to JPEG
-    pins = pins_from_lists({renamed.get(k, k): v for k, v in lists.items()}, hashes, ratios, seed, group_pattern)
-    names = split_images(hashes, labels, ratios, seed, group_pattern, pins)
-    return {split: [by_name[n] for n in split_names] for split, split_names in names.items()}

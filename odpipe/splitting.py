@@ -76,12 +76,17 @@ def group_pattern_matches(names: Iterable[str], pattern: str | None) -> int:
     files = [file_name(n) for n in names]
     count = sum(1 for f in files if compiled.search(f))
     if files and not count:
-        raise ValueError(
-            f"clean_split.group_pattern '{pattern}' matches none of the {len(files)} images "
-            f"(it is searched in file names, without folders, e.g. {sorted(files)[0]!r}): "
-            "fix the pattern or set it to null"
-        )
+        raise unmatched_pattern(pattern, len(files), min(files))
     return count
+
+
+def unmatched_pattern(pattern: str, images: int, example: str) -> ValueError:
+    """The error of a ``group_pattern`` that matches none of ``images`` file names."""
+    return ValueError(
+        f"clean_split.group_pattern '{pattern}' matches none of the {images} images "
+        f"(it is searched in file names, without folders, e.g. {example!r}): "
+        "fix the pattern or set it to null"
+    )
 
 
 def split_images(
@@ -106,29 +111,46 @@ def split_images(
         groups.setdefault(group_key(name, hashes[name], group_pattern), []).append(name)
     result: dict[str, list[str]] = {s: [] for s in SPLITS}
     for key, names in groups.items():
-        pinned = {fixed[n] for n in names if n in fixed}
+        pinned = sorted({fixed[n] for n in names if n in fixed})
         if len(pinned) > 1:
-            raise ValueError(f"images of group {key} are pinned to different splits {sorted(pinned)}: {names}")
-        split = pinned.pop() if pinned else assign_split(unit_hash(seed, key), ratios)
-        result[split].extend(names)
+            raise pin_conflict(key, pinned, names)
+        result[group_split(key, pinned, ratios, seed)].extend(names)
     result = {s: sorted(names) for s, names in result.items()}
-    empty = [s for s in SPLITS if ratios[s] > 0 and not result[s]]
-    if empty:
-        raise ValueError(
-            f"split(s) {empty} came out empty from {len(hashes)} images with ratios {dict(ratios)}: "
-            "add images or change clean_split.ratios"
-        )
+    check_not_empty({s: len(names) for s, names in result.items()}, ratios)
     return result
 
 
-def missing_classes(splits: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+def group_split(key: str, pinned: Sequence[str], ratios: Mapping[str, float], seed: int) -> str:
+    """The split of a group: the one split its images are pinned to, else the hash of its key."""
+    return pinned[0] if pinned else assign_split(unit_hash(seed, key), ratios)
+
+
+def pin_conflict(key: str, pinned: Sequence[str], names: Sequence[str]) -> ValueError:
+    """The error of a group whose images lists pin to different splits."""
+    return ValueError(f"images of group {key} are pinned to different splits {sorted(pinned)}: {list(names)}")
+
+
+def check_not_empty(sizes: Mapping[str, int], ratios: Mapping[str, float]) -> None:
+    """A split given a share that got no image is an error: training or evaluating on nothing."""
+    empty = [s for s in SPLITS if ratios[s] > 0 and not sizes[s]]
+    if empty:
+        raise ValueError(
+            f"split(s) {empty} came out empty from {sum(sizes.values())} images with ratios {dict(ratios)}: "
+            "add images or change clean_split.ratios"
+        )
+
+
+def missing_classes(
+    boxes_per_class: Mapping[str, Mapping[str, int]], images: Mapping[str, int]
+) -> dict[str, list[str]]:
     """The classes of the dataset that a non-empty split has no box of, by split (only splits
-    that lack some). Splits are not stratified (that would make them unstable), so the stage
-    warns instead: a class missing from test is not evaluated, one missing from train not learnt.
+    that lack some), from each split's box counts by class and image count. Splits are not
+    stratified (that would make them unstable), so the stage warns instead: a class missing
+    from test is not evaluated, one missing from train not learnt.
     """
-    present = {s: {c for n in splits.get(s, ()) for c in labels.get(n, ())} for s in SPLITS}
+    present = {s: {c for c, n in boxes_per_class.get(s, {}).items() if n} for s in SPLITS}
     every = set().union(*present.values())
-    gaps = {s: sorted(every - present[s]) for s in SPLITS if splits.get(s)}
+    gaps = {s: sorted(every - present[s]) for s in SPLITS if images.get(s)}
     return {s: classes for s, classes in gaps.items() if classes}
 
 
@@ -143,12 +165,17 @@ def pins_from_lists(
     train or val by the hash of its group (as ``split_images`` forms them, hence
     ``group_pattern``), in the configured train:val proportion, so that frames of one video
     listed in trainval are pinned together rather than to conflicting splits."""
-    train_val = {"train": ratios["train"], "val": ratios["val"], "test": 0.0}
-    pins = {}
-    for name, listed in lists.items():
-        if name not in hashes:
-            continue
-        if listed == "trainval":
-            listed = assign_split(unit_hash(seed, group_key(name, hashes[name], group_pattern)), train_val)
-        pins[name] = listed
-    return pins
+    return {
+        name: listed_split(listed, group_key(name, hashes[name], group_pattern), ratios, seed)
+        for name, listed in lists.items()
+        if name in hashes
+    }
+
+
+def listed_split(listed: str, key: str, ratios: Mapping[str, float], seed: int) -> str:
+    """The split a list pins an image of group ``key`` to: a ``trainval`` one goes to train or
+    val by the hash of its group, in the configured train:val proportion, so that images of one
+    group listed in trainval go together."""
+    if listed != "trainval":
+        return listed
+    return assign_split(unit_hash(seed, key), {"train": ratios["train"], "val": ratios["val"], "test": 0.0})

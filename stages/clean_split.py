@@ -5,13 +5,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.annotations import annotation_to_dict
-from odpipe.cleaning import ClassRules, CleanPolicy, clean, issues_as_dicts, report, split_samples
-from odpipe.files import fresh_dir, write_json, write_jsonl
+from odpipe.cleaning import ClassRules, CleanPolicy, clean, issues_as_dicts, report
+from odpipe.files import fresh_dir, write_json
 from odpipe.formats import read_dataset, voc_imagesets
 from odpipe.parallel import resolve_workers
 from odpipe.report import markdown, sample_grid
 from odpipe.runtime import stage
+from odpipe.split_files import SplitFiles
 from odpipe.splitting import group_pattern_matches
 
 log = logging.getLogger(__name__)
@@ -33,19 +33,17 @@ def main(cfg: DictConfig) -> None:
     images = Path(cfg.paths.clean_images)
     index, parsed = read_dataset(raw, dataset.format, dataset)
     group_pattern_matches(index.paths, options.group_pattern)  # a pattern that matches nothing fails now, not last
-    result = clean(raw, images, index, parsed, rules, policy)
-
     lists = voc_imagesets(raw, index) if options.use_imagesets else {}
-    splits = split_samples(result.kept, lists, options.ratios, options.seed, options.group_pattern)
-    for split, samples in splits.items():
-        write_jsonl((annotation_to_dict(s.annotation) for s in samples), out / f"{split}.jsonl")
+    splits = SplitFiles(lists, options.ratios, options.seed, options.group_pattern)
+    result = clean(raw, images, index, parsed, rules, policy, keep=splits.add)  # each kept sample written out
+    tally = splits.write(out)
     issues = issues_as_dicts(result)
     write_json(issues, out / "issues.json")
 
-    summary = report(result, splits, classes, options.group_pattern)
+    summary = report(result, tally, classes)
     write_json(summary, cfg.paths.clean_split_report)
     grid = Path(cfg.paths.clean_split_grid)
-    shown = [s.annotation for s in result.kept[:GRID_IMAGES]]
+    shown = splits.first(GRID_IMAGES)
     sample_grid(shown, {a.filename: (images / a.filename).read_bytes() for a in shown}, classes).save(grid, quality=90)
     Path(cfg.paths.clean_split_markdown).write_text(markdown(summary, issues, grid.name))
     log.info("kept %d images, dropped %d: %s", summary["kept"], summary["dropped"], summary["dropped_by_reason"])

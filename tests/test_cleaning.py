@@ -15,6 +15,7 @@ from PIL import Image
 
 from odpipe.annotations import Annotation, Box, read_voc, write_voc
 from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report
+from odpipe.split_files import SplitTally
 from odpipe.synthetic import generate
 
 from .conftest import CLASSES
@@ -106,7 +107,10 @@ def test_every_image_is_kept_or_dropped_exactly_once(corpus) -> None:
     assert len(dropped) == len(set(dropped))
     assert kept.isdisjoint(dropped)
     assert kept | set(dropped) == {p.name for p in images}
-    summary = report(result, {"train": result.kept}, CLASSES, None)
+    tally = SplitTally()
+    for sample in result.kept:
+        tally.add("train", sample.annotation)
+    summary = report(result, tally, CLASSES)
     assert summary["images_in"] == len(images) == summary["kept"] + summary["dropped"]
 
 

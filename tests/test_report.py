@@ -9,6 +9,7 @@ from PIL import Image
 from odpipe.annotations import Box
 from odpipe.cleaning import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report
 from odpipe.report import markdown, sample_grid, side_by_side
+from odpipe.split_files import SplitTally
 from odpipe.synthetic import generate
 
 from .conftest import CLASSES
@@ -25,7 +26,11 @@ def _report(root: Path, splits: dict[str, list[int]] | None = None) -> tuple[str
     chosen = {name: [result.kept[i] for i in positions] for name, positions in (splits or {}).items()}
     taken = {id(s) for samples in chosen.values() for s in samples}
     chosen["train"] = [s for s in result.kept if id(s) not in taken]
-    summary = report(result, {name: chosen.get(name, []) for name in ("train", "val", "test")}, CLASSES, None)
+    tally = SplitTally()
+    for name, samples in chosen.items():
+        for sample in samples:
+            tally.add(name, sample.annotation)
+    summary = report(result, tally, CLASSES)
     return markdown(summary, issues_as_dicts(result), "grid.jpg"), result
 
 

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from odpipe.annotations import Annotation, Box
+from odpipe.cleaning import Sample
+from odpipe.files import read_jsonl
+from odpipe.split_files import SplitFiles
 from odpipe.splitting import (
     SPLITS,
     group_key,
@@ -96,14 +102,20 @@ def test_labels_never_move_an_image_and_missing_classes_are_reported() -> None:
     splits = split_images(hashes, labels, RATIOS, seed=0)
     assert splits == split_images(hashes, {}, RATIOS, seed=0)
     rare_split = _where(splits)["img_1.jpg"]
-    assert missing_classes(splits, labels) == {s: ["rare"] for s in SPLITS if s != rare_split}
-    assert missing_classes(splits, {name: ["common"] for name in hashes}) == {}
+    assert missing_classes(*_counts(splits, labels)) == {s: ["rare"] for s in SPLITS if s != rare_split}
+    assert missing_classes(*_counts(splits, {name: ["common"] for name in hashes})) == {}
 
 
 def test_missing_classes_ignores_empty_splits() -> None:
     splits = {"train": ["a.jpg", "b.jpg"], "val": ["c.jpg"], "test": []}
     labels = {"a.jpg": ["cat"], "b.jpg": ["dog"], "c.jpg": ["cat"]}
-    assert missing_classes(splits, labels) == {"val": ["dog"]}
+    assert missing_classes(*_counts(splits, labels)) == {"val": ["dog"]}
+
+
+def _counts(splits: dict[str, list[str]], labels: dict[str, list[str]]) -> tuple[dict, dict]:
+    """Boxes per class and images of each split, as the report tallies them."""
+    per_class = {s: Counter(c for n in names for c in labels[n]) for s, names in splits.items()}
+    return per_class, {s: len(names) for s, names in splits.items()}
 
 
 def test_predefined_lists_pin_images_and_trainval_is_divided() -> None:
@@ -130,3 +142,31 @@ def test_bad_ratios_and_empty_splits_are_clear_errors() -> None:
         split_images(_hashes(10), {}, {"train": 1.0, "val": -0.1, "test": 0.1}, seed=0)
     with pytest.raises(ValueError, match="came out empty"):
         split_images(_hashes(2), {}, RATIOS, seed=0)
+
+
+@pytest.mark.parametrize("pattern", [None, r"^(video\d+)_"])
+def test_split_files_write_what_split_images_decides(tmp_path: Path, pattern: str | None) -> None:
+    """Samples added one at a time (in any order) land where ``split_images`` puts them, each
+    file in name order, including groups pinned by a list through a frame added last."""
+    hashes = {**_video_frames(12, 5), **_hashes(30)}
+    lists = {f"video{v}_frame004.jpg": ("test" if v % 3 == 0 else "trainval") for v in range(12) if v % 3 != 2}
+    lists |= {f"img_{i}.jpg": "val" for i in range(5)}
+    files = SplitFiles(lists, RATIOS, 7, pattern)
+    for name in sorted(hashes, reverse=True):
+        files.add(Sample(name, Annotation(name, 10, 10, (Box("cat", 1, 1, 5, 5),)), hashes[name], name))
+    tally = files.write(tmp_path)
+    expected = split_images(hashes, {}, RATIOS, 7, pattern, pins_from_lists(lists, hashes, RATIOS, 7, pattern))
+    for split, names in expected.items():
+        assert [row["filename"] for row in read_jsonl(tmp_path / f"{split}.jsonl")] == names
+        assert tally.images[split] == len(names) == tally.boxes_per_class[split]["cat"]
+    assert tally.group_pattern_matches == (60 if pattern else 0)
+    assert [a.filename for a in files.first(2)] == sorted(hashes, reverse=True)[:2]
+
+
+def test_split_files_refuse_a_group_pinned_to_two_splits(tmp_path: Path) -> None:
+    hashes = _video_frames(2, 3)
+    files = SplitFiles({"video1_frame000.jpg": "test", "video1_frame002.jpg": "val"}, RATIOS, 0, r"^(video\d+)_")
+    for name in hashes:
+        files.add(Sample(name, Annotation(name, 10, 10), hashes[name], name))
+    with pytest.raises(ValueError, match=r"group name:video1 are pinned to different splits \['test', 'val'\]"):
+        files.write(tmp_path)
