@@ -256,18 +256,21 @@ class FirstCopies:
         self._db.execute("INSERT INTO first VALUES (?, ?)", (sha256, name_key(image)))
 
 
-def _jobs(index: ImageIndex, parsed: Parsed, keep_negatives: bool, dropped: list[Issue]) -> Iterator[str]:
-    """The images that need reading, in order; those decided on their annotation alone
-    (unusable, or missing when negatives are not kept) go to ``dropped`` instead."""
+def _jobs(
+    index: ImageIndex, parsed: Parsed, keep_negatives: bool, dropped: list[Issue]
+) -> Iterator[tuple[str, tuple[int, int] | None]]:
+    """The images that need reading, in order, with the size their annotation claims (None:
+    unknown); those decided on their annotation alone (unusable, or missing when negatives
+    are not kept) go to ``dropped`` instead."""
     invalid = {issue.file: issue for issue in parsed.issues if issue.reason == "annotation_invalid"}
     for name in index.paths:
-        annotated = name in parsed.annotations
-        if not annotated and name in invalid:
+        size = parsed.annotations.size(name)
+        if size is None and name in invalid:
             dropped.append(invalid[name])
-        elif not annotated and not keep_negatives:
+        elif size is None and not keep_negatives:
             dropped.append(Issue(name, "no_annotation", "image without annotation (dataset.keep_negatives: false)"))
         else:
-            yield name
+            yield name, (size if size and all(size) else None)
 
 
 CHUNK = 16  # images per hand-over to a worker: fewer hand-overs leave this process free to decide
@@ -299,7 +302,7 @@ def clean(
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     jobs = enumerate(_jobs(index, parsed, policy.keep_negatives, early))
-    todo = ((n, _claimed(parsed.annotations.get(n)), staging / str(i)) for i, n in jobs)
+    todo = ((name, claimed, staging / str(i)) for i, (name, claimed) in jobs)
     settling, sent = tee(todo)  # read lazily: the workers' window bounds what tee holds
     inspect = partial(inspect_image, root=root, max_pixels=policy.max_image_pixels)
     with Workers(policy.workers, chunk=CHUNK) as workers:
@@ -343,10 +346,6 @@ def _settle(
     result.fixed.extend(issues)
     out.place(staged, sample.image)
     keep(sample)
-
-
-def _claimed(annotation: Annotation | None) -> tuple[int, int] | None:
-    return (annotation.width, annotation.height) if annotation and annotation.width and annotation.height else None
 
 
 def _decide(

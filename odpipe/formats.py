@@ -47,11 +47,17 @@ class AnnotationStore:
 
     def __init__(self) -> None:
         self._db = scratch_db()
-        self._db.execute("CREATE TABLE annotation (image BLOB PRIMARY KEY, data BLOB)")
+        self._db.execute("CREATE TABLE annotation (image BLOB PRIMARY KEY, width INT, height INT, data BLOB)")
 
     def __setitem__(self, image: str, annotation: Annotation) -> None:
         data = pickle.dumps(annotation, pickle.HIGHEST_PROTOCOL)
-        self._db.execute("INSERT OR REPLACE INTO annotation VALUES (?, ?)", (name_key(image), data))
+        row = (name_key(image), annotation.width, annotation.height, data)
+        self._db.execute("INSERT OR REPLACE INTO annotation VALUES (?, ?, ?, ?)", row)
+
+    def size(self, image: str) -> tuple[int, int] | None:
+        """The size the image's annotation claims (0 when unknown), without unpickling it;
+        None when the image has no annotation."""
+        return self._db.execute("SELECT width, height FROM annotation WHERE image = ?", (name_key(image),)).fetchone()
 
     def __contains__(self, image: object) -> bool:
         query = "SELECT 1 FROM annotation WHERE image = ?"
