@@ -189,6 +189,7 @@ def test_tflite_float_and_int8_are_scored_by_evaluate_beside_the_saved_model(zoo
     reports, agreement = {}, {}
     for quantize in ("none", "int8"):
         tflite = ["export.formats=[saved_model,tflite]", f"export.tflite.quantize={quantize}"]
+        tflite += ["export.tflite.calibration_images=32", "video=none"]  # no video: nothing to track
         run_dvc(work, "exp", "run", *(f"-S{o}" for o in [*PRETRAIN, *tflite]), "evaluate", timeout=900)
         reports[quantize] = json.loads((work / paths.evaluate_report).read_text())
         agreement[quantize] = _agreement(reference, _top_detections(export, "tflite", images))
