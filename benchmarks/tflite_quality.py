@@ -16,7 +16,7 @@ from pathlib import Path
 
 from odpipe.detectors import FORMAT_PATHS, format_size, load_detector
 from odpipe.evaluation import coco_detections, coco_ground_truth, coco_metrics, detect_all
-from odpipe.export import LABEL_MAP_NAME, spread
+from odpipe.export import LABEL_MAP_NAME, calibration_images
 from odpipe.files import iter_csv
 from odpipe.label_map import read_label_map
 from odpipe.pipeline_config import load_pipeline
@@ -40,7 +40,6 @@ def main() -> None:
     categories = read_label_map(export / LABEL_MAP_NAME)
     records = group_csv_rows(iter_csv(args.project / paths.convert / "test.csv"))
     truth = coco_ground_truth(records, categories)
-    train = [r.filename for r in group_csv_rows(iter_csv(args.project / paths.convert / "train.csv"))]
 
     def score(folder: Path, model_format: str) -> dict[str, float]:
         found, speed = detect_all(
@@ -54,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="odpipe-tflite-") as tmp:
         for quantize in QUANTIZATIONS:
             folder = Path(tmp) / quantize
-            calibration = ((images / n).read_bytes() for n in spread(train, args.calibration))
+            calibration = calibration_images(args.project / paths.convert / "train.csv", images, args.calibration)
             export_tflite(config, export / "checkpoint", folder / FORMAT_PATHS["tflite"], quantize, calibration)
             rows.append((f"tflite {quantize}", score(folder, "tflite")))
             print(f"  converted and scored: tflite {quantize}")

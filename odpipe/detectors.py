@@ -56,11 +56,17 @@ class SavedModelDetector:
         return {key: outputs[key].numpy() for key in OUTPUTS}
 
 
+def fixed_shape_input(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """A decoded image as a TFLite file's [1, height, width, 3] float input: resized exactly as
+    the SavedModel's ``fixed_shape_resizer`` does, TF1's bilinear resize without half-pixel
+    centres (TF2's ``tf.image.resize`` samples elsewhere and moves scores by ~0.02)."""
+    return tf.compat.v1.image.resize_images(image, size)[tf.newaxis]
+
+
 class TFLiteDetector:
     """A ``.tflite`` file from ``odpipe.tflite``: a fixed [1, height, width, 3] float input of
-    pixel values (the model's own normalisation is inside the graph), so each image is resized
-    here exactly as the SavedModel's ``fixed_shape_resizer`` does: TF1's bilinear resize without
-    half-pixel centres (TF2's ``tf.image.resize`` samples elsewhere and moves scores by ~0.02)."""
+    pixel values (the model's own normalisation is inside the graph): each image is resized here
+    by ``fixed_shape_input``."""
 
     images_per_call = 1
 
@@ -72,7 +78,7 @@ class TFLiteDetector:
 
     def __call__(self, images: Sequence[tf.Tensor]) -> dict[str, np.ndarray]:
         (image,) = images
-        resized = tf.compat.v1.image.resize_images(image, self.size)[tf.newaxis].numpy()
+        resized = fixed_shape_input(image, self.size).numpy()
         outputs = {TFLITE_OUTPUTS[key]: value for key, value in self.runner(input=resized).items()}
         outputs["detection_classes"] = outputs["detection_classes"] + LABEL_ID_OFFSET
         # SSD's TFLite post-processing leaves boxes that overhang the image; the SavedModel's

@@ -4,14 +4,16 @@ and, as ``export.formats`` asks, a TFLite model (``odpipe.tflite``)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from object_detection import exporter_lib_v2
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
 from odpipe.detectors import FORMAT_PATHS
+from odpipe.files import iter_csv
 from odpipe.pipeline_config import load_pipeline, write_pipeline
+from odpipe.tfrecord import group_csv_rows
 
 LABEL_MAP_NAME = "label_map.pbtxt"
 
@@ -52,3 +54,9 @@ def spread(items: Sequence[str], count: int) -> list[str]:
         return []
     step = max(1, len(items) // count)
     return list(items[::step][:count])
+
+
+def calibration_images(train_csv: Path, image_root: Path, count: int) -> Iterator[bytes]:
+    """int8 calibration: ``count`` train images spread over the split, read as they are needed."""
+    names = [record.filename for record in group_csv_rows(iter_csv(train_csv))]
+    return ((image_root / name).read_bytes() for name in spread(names, count))

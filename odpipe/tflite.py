@@ -21,6 +21,8 @@ from object_detection.builders import model_builder
 from object_detection.protos import pipeline_pb2
 
 from odpipe import tfcompat  # noqa: F401  (tf-slim bridge for the OD API)
+from odpipe.detectors import fixed_shape_input
+from odpipe.evaluation import decode
 from odpipe.pipeline_config import architecture, input_size, max_detections
 
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -81,12 +83,11 @@ def tflite_graph(config: pipeline_pb2.TrainEvalPipelineConfig, checkpoint_dir: P
 
 def calibration_data(images: Iterable[bytes], size: tuple[int, int]) -> Callable[[], Iterator[list[tf.Tensor]]]:
     """int8's representative dataset: images decoded and resized to the model's input as
-    ``TFLiteDetector`` resizes them."""
+    ``TFLiteDetector`` feeds them."""
 
     def samples() -> Iterator[list[tf.Tensor]]:
         for encoded in images:
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-            yield [tf.compat.v1.image.resize_images(image, size)[tf.newaxis]]
+            yield [fixed_shape_input(decode(encoded), size)]
 
     return samples
 

@@ -7,12 +7,10 @@ from omegaconf import DictConfig
 
 from odpipe.checkpoints import publishing
 from odpipe.detectors import FORMAT_PATHS
-from odpipe.export import check_formats, export_model, spread
-from odpipe.files import iter_csv
+from odpipe.export import calibration_images, check_formats, export_model
 from odpipe.pipeline_config import load_pipeline
 from odpipe.runtime import stage
 from odpipe.tflite import check_supported, export_tflite
-from odpipe.tfrecord import group_csv_rows
 
 
 @stage("export")
@@ -31,15 +29,15 @@ def main(cfg: DictConfig) -> None:
             input_type=cfg.export.input_type,
         )
         if tflite:
-            train = [r.filename for r in group_csv_rows(iter_csv(Path(cfg.paths.convert) / "train.csv"))]
-            images = Path(cfg.paths.clean_images)
             export_tflite(
                 config,
                 checkpoint_dir=out / "checkpoint",
                 out_file=out / FORMAT_PATHS["tflite"],
                 quantize=cfg.export.tflite.quantize,
-                calibration_images=(
-                    (images / name).read_bytes() for name in spread(train, cfg.export.tflite.calibration_images)
+                calibration_images=calibration_images(
+                    Path(cfg.paths.convert) / "train.csv",
+                    Path(cfg.paths.clean_images),
+                    cfg.export.tflite.calibration_images,
                 ),
             )
 
