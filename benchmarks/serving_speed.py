@@ -38,10 +38,11 @@ import pandas as pd
 from odpipe.detectors import load_detector
 from odpipe.evaluation import detect
 from odpipe.images import readable_bytes
+from odpipe.pyfunc_io import IMAGE
 from odpipe.runs import create_run, global_tracking_uri, open_client
 from odpipe.runtime import compose_config
 from odpipe.servers import scoring_server
-from odpipe.serving import DEFAULT_MIN_SCORE, IMAGE, register_model
+from odpipe.serving import DEFAULT_MIN_SCORE, register_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "odpipe-detector"

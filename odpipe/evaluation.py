@@ -267,44 +267,6 @@ def format_scores(model_format: str, metrics: Mapping[str, float], size_bytes: i
     return {f"{model_format}/{key}": value for key, value in values.items()}
 
 
-class QualityGateError(RuntimeError):
-    """The model is below the quality gate, and ``evaluate.strict_gate`` makes that a failure."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    """The quality gate's decision on one model. ``passed`` is None when no gate is set: then
-    nothing is registered. A model below the gate is an experiment's result, not an error."""
-
-    passed: bool | None
-    reason: str
-
-    def as_report(self) -> dict:
-        return {"gate_passed": None if self.passed is None else int(self.passed), "gate": self.reason}
-
-
-def quality_gate(
-    test_map: float, min_map: float | None, min_improvement: float | None, best_registered: float | None
-) -> Gate:
-    """Whether a model of mAP@[.5:.95] ``test_map`` may be registered: at least ``min_map``,
-    and, with ``min_improvement``, better by that much than ``best_registered`` (the best
-    version already registered, scored on the same split; None when there is none)."""
-    said = f"test mAP@[.5:.95] {test_map:.3f}"
-    if min_map is None and min_improvement is None:
-        return Gate(None, "no gate set (evaluate.min_map, evaluate.min_improvement): not registered")
-    if min_map is not None and test_map < min_map:
-        return Gate(False, f"{said} < evaluate.min_map {min_map}: not registered")
-    if min_improvement is not None and best_registered is not None and test_map < best_registered + min_improvement:
-        return Gate(
-            False,
-            f"{said} < {best_registered:.3f} (the best registered version, same split) "
-            f"+ evaluate.min_improvement {min_improvement}: not registered",
-        )
-    beats = f", best registered {best_registered:.3f}" if best_registered is not None else ""
-    floor = f" >= evaluate.min_map {min_map}" if min_map is not None else ""
-    return Gate(True, f"{said}{floor}{beats}: registered")
-
-
 BACKGROUND = "background"
 
 

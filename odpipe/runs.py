@@ -324,10 +324,11 @@ def register_version(
     return str(version.version)
 
 
-def best_registered_map(client: MlflowClient, name: str, split_sha256: str) -> float | None:
-    """The highest test mAP among the versions of ``name`` scored on this same split, if any."""
+def best_registered(client: MlflowClient, name: str, split_sha256: str, metric: str) -> float | None:
+    """The highest test ``metric`` (a tag of each version) among the versions of ``name``
+    scored on this same split, if any."""
     versions = client.search_model_versions(f"name='{name}'")  # none yet: an empty list
-    scores = [float(v.tags["map"]) for v in versions if v.tags.get(SPLIT_TAG) == split_sha256 and "map" in v.tags]
+    scores = [float(v.tags[metric]) for v in versions if v.tags.get(SPLIT_TAG) == split_sha256 and metric in v.tags]
     return max(scores, default=None)
 
 

@@ -15,34 +15,35 @@ The model imports odpipe when it is loaded: serve it from the project's environm
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from collections.abc import Mapping, Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import tensorflow as tf
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from PIL import Image, UnidentifiedImageError
 
 from odpipe.detectors import load_detector
 from odpipe.evaluation import Detection, as_boxes, decode_error, detect
 from odpipe.export import LABEL_MAP_NAME
-from odpipe.images import DECODE_ERRORS, readable_bytes
 from odpipe.label_map import read_label_map
-from odpipe.runs import active_run, register_version
+from odpipe.pyfunc_io import (
+    IMAGE,
+    MODEL_NAME,
+    PATH,
+    input_example,
+    input_paths,
+    invalid,
+    log_and_register,
+    parse_images,
+    requirements,
+)
 
-IMAGE, PATH = "image", "path"  # input columns
 BOX = ("xmin", "ymin", "xmax", "ymax")
 # The output's columns and their MLflow types: ``image`` is the input row's index.
 OUTPUT_TYPES = {IMAGE: "long", PATH: "string", "class_id": "long", "class": "string", "score": "double"}
@@ -51,71 +52,6 @@ PANDAS_TYPES = {"long": "int64", "double": "float64", "string": "object"}
 SAVED_MODEL, LABEL_MAP = "saved_model", "label_map"  # the model's artifacts
 MIN_SCORE = "min_score"
 DEFAULT_MIN_SCORE = 0.5  # as `odpipe predict --min-score`: both answer alike when asked nothing
-MODEL_NAME = "model"  # the logged model's name on its run's page
-MAX_PROBLEMS = 10  # bad rows named in one error; the count says how many more
-# What the model imports directly, at the versions it was logged with: for the record (and the
-# MLflow UI); odpipe itself is not on PyPI, so the model is served from the project's environment.
-REQUIREMENTS = ("mlflow", "tensorflow", "pandas", "pillow", "numpy", "protobuf")
-
-
-def invalid(message: str) -> MlflowException:
-    """The client's mistake: the scoring server answers INVALID_PARAMETER_VALUE with a 400."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-
-def encoded_image(value: object) -> bytes:
-    """One cell of ``image`` as the file's bytes: bytes as they are, text as base64 (line breaks
-    allowed, as MIME writes it). Raises ValueError saying what the cell is instead."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected base64 text or bytes, got {type(value).__name__}")
-    try:
-        return base64.b64decode("".join(value.split()), validate=True)
-    except binascii.Error as err:
-        raise ValueError(f"not base64 text ({err})") from None
-
-
-def image_bytes(value: object) -> bytes:
-    """The cell as the bytes the model reads: decoded as ``odpipe predict`` reads a file
-    (``readable_bytes``), so both see the same pixels. Raises ValueError for anything that is
-    not an image Pillow can read, before the model is called."""
-    raw = encoded_image(value)
-    try:
-        return readable_bytes(raw)
-    except UnidentifiedImageError:  # its message shows only a BytesIO's address
-        raise ValueError("not an image Pillow can read (no image format it recognises)") from None
-    except DECODE_ERRORS as err:
-        raise ValueError(f"not an image Pillow can read ({err or type(err).__name__})") from None
-
-
-def parse_images(frame: object) -> list[bytes]:
-    """Every row's image, checked before any is run: a request fails whole, naming each bad row
-    (up to ``MAX_PROBLEMS``), rather than returning detections for some rows and not others."""
-    if not isinstance(frame, pd.DataFrame):
-        raise invalid(f"expected a DataFrame with an '{IMAGE}' column, got {type(frame).__name__}")
-    if IMAGE not in frame.columns:
-        raise invalid(f"no '{IMAGE}' column (got {list(map(str, frame.columns))}): send each image as base64 text")
-    if frame.empty:
-        raise invalid(f"no rows: send one row per image, the encoded file as base64 text in '{IMAGE}'")
-    images: list[bytes] = []
-    problems: list[str] = []
-    for row, value in enumerate(frame[IMAGE]):
-        try:
-            images.append(image_bytes(value))
-        except ValueError as err:
-            problems.append(f"row {row}: {err}")
-    if problems:
-        more = len(problems) - MAX_PROBLEMS
-        raise invalid("; ".join(problems[:MAX_PROBLEMS]) + (f"; and {more} more bad rows" if more > 0 else ""))
-    return images
-
-
-def input_paths(frame: pd.DataFrame) -> list[str | None] | None:
-    """The ``path`` column as given (None for a missing cell), or None without one."""
-    if PATH not in frame.columns:
-        return None
-    return [value if isinstance(value, str) else None if pd.isna(value) else str(value) for value in frame[PATH]]
 
 
 def min_score(params: Mapping[str, Any] | None) -> float:
@@ -190,14 +126,6 @@ def signature() -> ModelSignature:
     return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(MIN_SCORE, "double", DEFAULT_MIN_SCORE)]))
 
 
-def input_example() -> pd.DataFrame:
-    """A tiny grey PNG: shows the expected input in the MLflow UI, and MLflow runs the model on
-    it when logging (a model that cannot answer it is reported then, not when served)."""
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), (128, 128, 128)).save(out, format="PNG")
-    return pd.DataFrame({IMAGE: [base64.b64encode(out.getvalue()).decode()], PATH: ["example.png"]})
-
-
 def log_model(export_dir: Path) -> ModelInfo:
     """Log the export as a pyfunc model to the active run (a LoggedModel on the run's page).
     The requirements are stated, not inferred: inferring them loads the model in a subprocess."""
@@ -207,7 +135,7 @@ def log_model(export_dir: Path) -> ModelInfo:
         artifacts={SAVED_MODEL: str(export_dir / SAVED_MODEL), LABEL_MAP: str(export_dir / LABEL_MAP_NAME)},
         signature=signature(),
         input_example=input_example(),
-        pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
+        pip_requirements=requirements(),
     )
 
 
@@ -218,6 +146,4 @@ def register_model(
     ``name``, its metrics as tags with the digest of the split they were measured on; returns
     the version. Here and not in odpipe.runs, which train imports too: DVC tracks the modules a
     stage imports, and the serving code must not make train rerun."""
-    with active_run(client, run_id):
-        logged = log_model(export_dir)
-        return register_version(client, name, logged.model_id, run_id, metrics, split_sha256)
+    return log_and_register(client, run_id, lambda: log_model(export_dir), name, metrics, split_sha256)

@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 from odpipe.curves import best_and_worst, threshold_report
 from odpipe.detectors import FORMAT_PATHS, format_size, load_detector
 from odpipe.evaluation import (
-    QualityGateError,
     coco_detections,
     coco_ground_truth,
     coco_metrics,
@@ -18,15 +17,15 @@ from odpipe.evaluation import (
     confusion_pairs,
     detect_all,
     format_scores,
-    quality_gate,
 )
 from odpipe.export import LABEL_MAP_NAME
 from odpipe.files import fresh_dir, iter_csv, write_csv, write_json
+from odpipe.gate import QualityGateError, quality_gate
 from odpipe.label_map import read_label_map
 from odpipe.manifest import sha256_file
 from odpipe.report import side_by_side
 from odpipe.runs import (
-    best_registered_map,
+    best_registered,
     file_stem,
     flatten,
     log_artifacts,
@@ -111,7 +110,7 @@ def main(cfg: DictConfig) -> None:
     split_sha256 = sha256_file(Path(cfg.paths.convert) / f"{gate_config.split}.csv")
     best = None
     if gate_config.min_improvement is not None:
-        best = best_registered_map(client, gate_config.registered_model, split_sha256)
+        best = best_registered(client, gate_config.registered_model, split_sha256, "map")
     gate = quality_gate(metrics["map"], gate_config.min_map, gate_config.min_improvement, best)
     log.info("quality gate: %s", gate.reason)
     report |= gate.as_report()

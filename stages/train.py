@@ -11,6 +11,7 @@ from odpipe.backbones import backbone_init, code_digest
 from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.files import write_csv, write_json
+from odpipe.journal import Journal, resume_point, rows_table
 from odpipe.manifest import folder_digest, sha256_file
 from odpipe.pipeline_config import load_pipeline
 from odpipe.project import project_root
@@ -26,7 +27,7 @@ from odpipe.runs import (
 )
 from odpipe.runtime import stage
 from odpipe.tfrecord import shard_pattern
-from odpipe.training import Journal, Progress, Schedule, check_val_data, fit, resume_point, rows_table
+from odpipe.training import Progress, Schedule, check_val_data, fit
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def test_per_class_ap_averages_to_the_overall_map() -> None:
 
 
 def test_quality_gate() -> None:
-    from odpipe.evaluation import quality_gate
+    from odpipe.gate import quality_gate
 
     unset = quality_gate(0.2, None, None, None)
     assert unset.passed is None and unset.as_report() == {"gate_passed": None, "gate": unset.reason}

@@ -29,10 +29,11 @@ from odpipe.images import readable_bytes
 from odpipe.label_map import read_label_map
 from odpipe.predict import predict_images
 from odpipe.project import copy_project, run_dvc
+from odpipe.pyfunc_io import input_paths, parse_images
 from odpipe.runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
 from odpipe.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.servers import scoring_server
-from odpipe.serving import DEFAULT_MIN_SCORE, detections_frame, input_paths, parse_images, register_model
+from odpipe.serving import DEFAULT_MIN_SCORE, detections_frame, register_model
 
 from .conftest import ROOT
 

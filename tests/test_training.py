@@ -15,9 +15,10 @@ from mlflow.tracking import MlflowClient
 
 from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest, publishing
 from odpipe.distribute import Cluster, check_batch, check_shards
+from odpipe.journal import Journal
 from odpipe.runs import RunLogger, artifact_location, ensure_experiment, open_client
 from odpipe.tfrecord import ImageBoxes, auto_num_shards, shuffled
-from odpipe.training import Journal, Schedule, TrainingDiverged, check_finite, check_val_data, val_metrics
+from odpipe.training import Schedule, TrainingDiverged, check_finite, check_val_data, val_metrics
 
 
 def test_schedule_refuses_what_train_loop_would_get_wrong() -> None:

@@ -1,0 +1,118 @@
+"""What every task's MLflow model shares: the request's input (a DataFrame, one row per image,
+the encoded file in ``image`` as base64 text or bytes, an optional ``path`` echoed back), checked
+before any model runs, with a client's mistake answered as a 400 naming the rows; an input
+example; the stated requirements; and logging a model to its run then registering it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Callable, Mapping
+from importlib.metadata import version
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.tracking import MlflowClient
+from PIL import Image, UnidentifiedImageError
+
+from odpipe.images import DECODE_ERRORS, readable_bytes
+from odpipe.runs import active_run, register_version
+
+IMAGE, PATH = "image", "path"  # input columns
+MODEL_NAME = "model"  # the logged model's name on its run's page
+MAX_PROBLEMS = 10  # bad rows named in one error; the count says how many more
+# What a model imports directly, at the versions it was logged with: for the record (and the
+# MLflow UI); odpipe itself is not on PyPI, so models are served from the project's environment.
+REQUIREMENTS = ("mlflow", "tensorflow", "pandas", "pillow", "numpy", "protobuf")
+
+
+def invalid(message: str) -> MlflowException:
+    """The client's mistake: the scoring server answers INVALID_PARAMETER_VALUE with a 400."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def encoded_image(value: object) -> bytes:
+    """One cell of ``image`` as the file's bytes: bytes as they are, text as base64 (line breaks
+    allowed, as MIME writes it). Raises ValueError saying what the cell is instead."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected base64 text or bytes, got {type(value).__name__}")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except binascii.Error as err:
+        raise ValueError(f"not base64 text ({err})") from None
+
+
+def image_bytes(value: object) -> bytes:
+    """The cell as the bytes the model reads: decoded as ``odpipe predict`` reads a file
+    (``readable_bytes``), so both see the same pixels. Raises ValueError for anything that is
+    not an image Pillow can read, before the model is called."""
+    raw = encoded_image(value)
+    try:
+        return readable_bytes(raw)
+    except UnidentifiedImageError:  # its message shows only a BytesIO's address
+        raise ValueError("not an image Pillow can read (no image format it recognises)") from None
+    except DECODE_ERRORS as err:
+        raise ValueError(f"not an image Pillow can read ({err or type(err).__name__})") from None
+
+
+def parse_images(frame: object) -> list[bytes]:
+    """Every row's image, checked before any is run: a request fails whole, naming each bad row
+    (up to ``MAX_PROBLEMS``), rather than returning detections for some rows and not others."""
+    if not isinstance(frame, pd.DataFrame):
+        raise invalid(f"expected a DataFrame with an '{IMAGE}' column, got {type(frame).__name__}")
+    if IMAGE not in frame.columns:
+        raise invalid(f"no '{IMAGE}' column (got {list(map(str, frame.columns))}): send each image as base64 text")
+    if frame.empty:
+        raise invalid(f"no rows: send one row per image, the encoded file as base64 text in '{IMAGE}'")
+    images: list[bytes] = []
+    problems: list[str] = []
+    for row, value in enumerate(frame[IMAGE]):
+        try:
+            images.append(image_bytes(value))
+        except ValueError as err:
+            problems.append(f"row {row}: {err}")
+    if problems:
+        more = len(problems) - MAX_PROBLEMS
+        raise invalid("; ".join(problems[:MAX_PROBLEMS]) + (f"; and {more} more bad rows" if more > 0 else ""))
+    return images
+
+
+def input_paths(frame: pd.DataFrame) -> list[str | None] | None:
+    """The ``path`` column as given (None for a missing cell), or None without one."""
+    if PATH not in frame.columns:
+        return None
+    return [value if isinstance(value, str) else None if pd.isna(value) else str(value) for value in frame[PATH]]
+
+
+def input_example() -> pd.DataFrame:
+    """A tiny grey PNG: shows the expected input in the MLflow UI, and MLflow runs the model on
+    it when logging (a model that cannot answer it is reported then, not when served)."""
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(out, format="PNG")
+    return pd.DataFrame({IMAGE: [base64.b64encode(out.getvalue()).decode()], PATH: ["example.png"]})
+
+
+def requirements() -> list[str]:
+    """``REQUIREMENTS`` pinned to the versions installed here."""
+    return [f"{name}=={version(name)}" for name in REQUIREMENTS]
+
+
+def log_and_register(
+    client: MlflowClient,
+    run_id: str,
+    log_model: Callable[[], ModelInfo],
+    name: str,
+    metrics: Mapping[str, float],
+    split_sha256: str,
+) -> str:
+    """Log a model to run ``run_id`` (``log_model`` calls ``mlflow.pyfunc.log_model``) and
+    register it as a new version of ``name``, its metrics as tags with the digest of the split
+    they were measured on; returns the version."""
+    with active_run(client, run_id):
+        logged = log_model()
+        return register_version(client, name, logged.model_id, run_id, metrics, split_sha256)
