@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro test bench bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
+.PHONY: help env params deps repro segment test bench bench-segment bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,14 +27,18 @@ $(STAMP): pyproject.toml constraints.txt
 		$(PY) -m pip install -q --force-reinstall --no-deps -c constraints.txt opencv-python-headless; fi
 	touch $(STAMP)
 
-params: $(STAMP)  ## compose conf/ into params.yaml (OVERRIDES="train.num_steps=200 ...")
-	$(PY) -m odpipe.runtime $(OVERRIDES)
+TASK ?= detect
+params: $(STAMP)  ## compose conf/ into the task's params.yaml (TASK=segment: segment/params.yaml; OVERRIDES="train.num_steps=200 ...")
+	$(PY) -m odpipe.runtime task=$(TASK) $(OVERRIDES)
 
 deps: $(STAMP)  ## list in dvc.yaml every odpipe module each stage imports
 	$(PY) -m odpipe.project
 
 repro: $(STAMP)  ## run the whole pipeline on the built-in data
 	dvc repro
+
+segment: $(STAMP)  ## the segmentation pipeline (segment/dvc.yaml) on the built-in data
+	dvc repro segment/dvc.yaml
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest
@@ -62,6 +66,9 @@ bench-serve: $(STAMP)  ## mlflow models serve vs the model in-process: requests/
 
 bench-tflite: $(STAMP)  ## TFLite float, float16 and int8 against the SavedModel: test mAP, size, latency (after make repro; ARGS="--project DIR")
 	$(PY) benchmarks/tflite_quality.py $(ARGS)
+
+bench-segment: $(STAMP)  ## segmentation: train stage vs bare model.fit, data stages' memory 1k vs 10k, sliding windows vs whole image
+	$(PY) benchmarks/segment_speed.py $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

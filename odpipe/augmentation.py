@@ -51,8 +51,9 @@ class Policy:
         return cls(
             copies=int(augment["copies"]),
             transforms=tuple(dict(t) for t in augment["transforms"]),
-            min_visibility=float(augment["min_visibility"]),
-            min_area=float(augment["min_area"]),
+            # Box filters: the segment task's stage does not declare them (masks have no boxes).
+            min_visibility=float(augment.get("min_visibility", 0.0)),
+            min_area=float(augment.get("min_area", 0.0)),
             seed=int(augment["seed"]),
         )
 
@@ -98,8 +99,10 @@ class Mosaic(A.Mosaic):
 OWN_TRANSFORMS: dict[str, type[A.BasicTransform]] = {"Mosaic": Mosaic}  # replace Albumentations' own
 
 
-def build_transform(policy: Policy) -> A.Compose:
-    """The policy as an ``A.Compose``; an unknown transform or parameter fails here, named."""
+def build_transform(policy: Policy, boxes: bool = True) -> A.Compose:
+    """The policy as an ``A.Compose``, for images with boxes or (``boxes=False``) with a mask,
+    which every transform moves in lockstep with the image (nearest neighbour); an unknown
+    transform or parameter fails here, named."""
     transforms = []
     for spec in policy.transforms:
         params = {k: v for k, v in spec.items() if k != "name"}
@@ -123,6 +126,12 @@ def build_transform(policy: Policy) -> A.Compose:
             raise ValueError(f"augment.transforms: {name}({params}): {'; '.join(invalid)}")
     if sum(isinstance(t, A.Mosaic) for t in transforms) > 1:
         raise ValueError("augment.transforms: at most one Mosaic")
+    if not boxes:
+        if any(isinstance(t, A.Mosaic) for t in transforms):
+            raise ValueError(
+                "augment.transforms: Mosaic tiles boxes with their partner images; masks are not supported"
+            )
+        return A.Compose(transforms, seed=policy.seed)
     bbox_params = A.BboxParams(
         format="pascal_voc",
         label_fields=["box_index"],

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "predict": "detections for images: JSON, CSV and annotated copies",
+    "predict": "detections (or class maps, for a segmenter) for images: JSON/CSV, annotated copies",
     "track": "detect, track and count objects in a video, a folder of frames or a stream",
 }
 

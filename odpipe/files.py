@@ -104,3 +104,14 @@ def iter_csv(path: Path | str) -> Iterator[dict]:
     """Rows one at a time: a 100k-image split's CSV is never held whole."""
     with Path(path).open(newline="") as handle:
         yield from csv.DictReader(handle)
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """An output name per input path: its stem, numbered when inputs from several folders share one."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        name = next(n for n in (f"{path.stem}{s}" for s in ("", *range(1, len(paths) + 1))) if n not in used)
+        used.add(name)
+        names.append(name)
+    return names

@@ -1,6 +1,9 @@
 """Use an exported model: ``odpipe predict MODEL_DIR INPUT... --out DIR``.
 
-INPUT is an image, a folder (searched recursively) or a glob. For each image the detections
+INPUT is an image, a folder (searched recursively) or a glob. A segmentation export (the segment
+task's, with its ``classes.json``) writes class maps instead (:mod:`odpipe.seg_predict`): index
+PNGs, colour PNGs, overlays, and ``segmentation.csv`` with each class's share of each image. For
+a detector, for each image the detections
 go to ``detections.json`` and ``detections.csv`` (class name, score, pixel box) and an
 annotated copy to ``annotated/``. Images are read the way training read them (EXIF rotation
 applied; CMYK, 16-bit, BMP, WebP converted), so predictions line up with what a person sees.
@@ -27,10 +30,12 @@ from odpipe.annotations import IMAGE_SUFFIXES, Annotation, write_coco, write_voc
 from odpipe.detectors import load_detector
 from odpipe.evaluation import as_boxes, decode_error, detect, score_captions
 from odpipe.export import LABEL_MAP_NAME
-from odpipe.files import write_csv, write_json
+from odpipe.files import unique_stems, write_csv, write_json
 from odpipe.images import readable_bytes
 from odpipe.label_map import read_label_map
 from odpipe.report import draw_boxes
+from odpipe.seg_export import CLASSES_FILE
+from odpipe.seg_predict import predict_masks
 
 CSV_COLUMNS = ("file", "class", "score", "xmin", "ymin", "xmax", "ymax")
 LABEL_FORMATS = ("voc", "coco")
@@ -95,8 +100,7 @@ def predict_images(
     annotated.mkdir(parents=True, exist_ok=True)
     labels = LabelFolder(out_dir / "labels", label_format, classes) if label_format else None
     rows, errors = [], []
-    used: set[str] = set()
-    for path in images:
+    for path, name in zip(images, unique_stems(images), strict=True):
         try:
             raw = path.read_bytes()
             data = readable_bytes(raw)
@@ -126,8 +130,6 @@ def predict_images(
         ]
         with Image.open(io.BytesIO(data)) as opened:
             image = opened.convert("RGB")
-        name = next(n for n in (f"{path.stem}{s}" for s in ("", *range(1, len(images) + 1))) if n not in used)
-        used.add(name)
         if labels:
             suffix = path.suffix.lower() if data is raw else ".jpg"
             annotation = Annotation(f"{name}{suffix}", image.width, image.height, tuple(boxes))
@@ -158,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = expand_inputs(args.inputs)
     except FileNotFoundError as err:
         parser.error(str(err))
+    if (args.model_dir / CLASSES_FILE).is_file():
+        return _report(*predict_masks(args.model_dir, images, args.out), "segmentation", args.out)
     rows, errors = predict_images(args.model_dir, images, args.out, args.min_score, args.max_detections, args.format)
     write_json({"detections": rows, "errors": errors}, args.out / "detections.json")
     write_csv(rows, CSV_COLUMNS, args.out / "detections.csv")
@@ -166,6 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(images) - len(errors)} image(s), {len(rows)} detection(s) -> {args.out}")
     if args.format:
         print(f"pre-labelled ({args.format}): correct {args.out / 'labels'}, then train on it with dataset=local")
+    return 1 if errors else 0
+
+
+def _report(rows: list[dict], errors: list[str], columns: list[str], kind: str, out: Path) -> int:
+    """Write a segmenter's rows and say what was done; exit status 1 if any image failed."""
+    write_csv(rows, columns, out / f"{kind}.csv")
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"{len(rows)} image(s) segmented -> {out} (masks/, colour/, overlays/, {kind}.csv)")
     return 1 if errors else 0
 
 

@@ -15,20 +15,34 @@ from pathlib import Path
 
 import yaml
 
+from odpipe.runtime import TASK_FOLDERS
+
 # Produced by running the pipeline, never part of a copy.
 RUN_PRODUCTS = (".venv", "data", "models", "reports", "mlflow.db", "mlruns", "dvc.lock", "__pycache__", ".pytest_cache")
 
 
 def project_root(cwd: Path) -> Path:
-    """The real project: a queued ``dvc exp run`` runs in a temporary copy and says where the
-    project is in ``DVC_ROOT``; what must outlive the run (checkpoints, the MLflow store and
-    its artifacts) goes there."""
-    return Path(os.environ.get("DVC_ROOT") or cwd).resolve()
+    """The real project: what must outlive a run (checkpoints, the MLflow store and its
+    artifacts) goes there. DVC says where it is in ``DVC_ROOT`` (a queued ``dvc exp run`` runs
+    in a temporary copy: the variable names the real one); by hand, it is the folder holding
+    ``.dvc/`` at or above ``cwd`` (a task's pipeline folder, segment/, is below it)."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    cwd = cwd.resolve()
+    return next((folder for folder in (cwd, *cwd.parents) if (folder / ".dvc").is_dir()), cwd)
 
 
-def stage_names(root: Path) -> list[str]:
-    """Stages in the order dvc.yaml lists them, which is the DAG order."""
-    return list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+def stage_names(folder: Path) -> list[str]:
+    """Stages in the order ``folder``'s dvc.yaml lists them, which is the DAG order."""
+    return list(yaml.safe_load((folder / "dvc.yaml").read_text())["stages"])
+
+
+def stage_script(cmd: str) -> str:
+    """The script a stage runs (``python ../stages/segment/train.py`` -> ``../stages/segment/train.py``)."""
+    words = cmd.split()
+    if len(words) != 2 or words[0] != "python":
+        raise ValueError(f"stage command {cmd!r} is not `python <script>`")
+    return words[1]
 
 
 def copy_project(src: Path, dst: Path) -> Path:
@@ -57,10 +71,11 @@ def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.
     return proc
 
 
-def experiments(root: Path) -> dict[str, dict]:
-    """``dvc exp show --json`` as {name: {"rev", "params", "metrics"}}: the params of params.yaml
-    and the metrics of every metrics file, by file, of each named experiment, whatever commit
-    it was run from (plain ``exp show`` lists only the experiments of the current one)."""
+def experiments(root: Path, params_file: str = "params.yaml") -> dict[str, dict]:
+    """``dvc exp show --json`` as {name: {"rev", "params", "metrics"}}: the params of
+    ``params_file`` (a task's, e.g. ``segment/params.yaml``) and the metrics of every metrics
+    file, by file, of each named experiment, whatever commit it was run from (plain ``exp show``
+    lists only the experiments of the current one)."""
     shown = json.loads(run_dvc(root, "exp", "show", "--all-commits", "--json").stdout)
     found = {}
     for baseline in shown:
@@ -70,7 +85,7 @@ def experiments(root: Path) -> dict[str, dict]:
                 if revision.get("name") and data:
                     found[revision["name"]] = {
                         "rev": revision["rev"],
-                        "params": data["params"]["params.yaml"]["data"],
+                        "params": data["params"][params_file]["data"],
                         "metrics": {path: file.get("data", {}) for path, file in data.get("metrics", {}).items()},
                     }
     return found
@@ -113,23 +128,39 @@ def code_deps(root: Path, script: str) -> set[str]:
     return deps
 
 
-CODE_DEP = re.compile(r"\s*- (stages|odpipe)/\w+\.py$")
+CODE_DEP = re.compile(r"\s*- (\.\./)*(stages|odpipe)/[\w/]+\.py$")
+
+
+def pipeline_folders(root: Path) -> list[Path]:
+    """Every task's pipeline folder (where its dvc.yaml is), detection's first."""
+    return [(root / folder).resolve() for folder in TASK_FOLDERS.values()]
+
+
+def stage_code_deps(root: Path, folder: Path) -> dict[str, list[str]]:
+    """For each stage of ``folder``'s dvc.yaml, the code it runs as dvc.yaml must list it
+    (relative to ``folder``): its script first, then every odpipe module it imports."""
+    stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+    listed = {}
+    for name, stage in stages.items():
+        script = Path(os.path.relpath(folder / stage_script(stage["cmd"]), root)).as_posix()
+        code = [script, *sorted(code_deps(root, script) - {script})]
+        listed[name] = [Path(os.path.relpath(root / c, folder)).as_posix() for c in code]
+    return listed
 
 
 def sync_code_deps(root: Path) -> None:
-    """Rewrite the code part of each stage's ``deps`` in dvc.yaml from what the stage's
-    script imports (``make deps``); other deps (data, config folders) and comments stay."""
-    text = (root / "dvc.yaml").read_text()
-    for name in stage_names(root):
-        deps_at = text.index("    deps:\n", text.index(f"\n  {name}:\n"))
-        end = text.index("    params:\n", deps_at)
-        kept = [line for line in text[deps_at:end].splitlines()[1:] if not CODE_DEP.match(line)]
-        script = f"stages/{name}.py"
-        code = [script, *sorted(code_deps(root, script) - {script})]
-        block = "    deps:\n" + "".join(f"      - {c}\n" for c in code) + "".join(f"{line}\n" for line in kept)
-        text = text[:deps_at] + block + text[end:]
-    (root / "dvc.yaml").write_text(text)
+    """Rewrite the code part of each stage's ``deps`` in every task's dvc.yaml from what the
+    stage's script imports (``make deps``); other deps (data, config folders) and comments stay."""
+    for folder in pipeline_folders(root):
+        text = (folder / "dvc.yaml").read_text()
+        for name, code in stage_code_deps(root, folder).items():
+            deps_at = text.index("    deps:\n", text.index(f"\n  {name}:\n"))
+            end = text.index("    params:\n", deps_at)
+            kept = [line for line in text[deps_at:end].splitlines()[1:] if not CODE_DEP.match(line)]
+            block = "    deps:\n" + "".join(f"      - {c}\n" for c in code) + "".join(f"{line}\n" for line in kept)
+            text = text[:deps_at] + block + text[end:]
+        (folder / "dvc.yaml").write_text(text)
 
 
-if __name__ == "__main__":  # python -m odpipe.project: refresh dvc.yaml's code deps
+if __name__ == "__main__":  # python -m odpipe.project: refresh the dvc.yaml files' code deps
     sync_code_deps(Path.cwd())

@@ -47,15 +47,48 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
     lines += ["", *_coverage(summary)]
     sizes = summary["box_sizes"]
     lines += ["", "Box sizes (COCO buckets): " + ", ".join(f"{k} {v}" for k, v in sizes.items()), ""]
-    lines += [f"![samples with their boxes]({grid_name})", "", "## Decisions", ""]
-    for kind in ("dropped", "unused", "fixed"):
-        entries = issues.get(kind, [])
+    lines += [f"![samples with their boxes]({grid_name})", ""]
+    return "\n".join(lines + decisions(issues, max_rows))
+
+
+def decisions(issues: Mapping[str, Sequence[Mapping]], max_rows: int) -> list[str]:
+    """The report's last part: each decision taken on a file, by kind, the first ``max_rows`` of each."""
+    lines = ["## Decisions", ""]
+    for kind, entries in issues.items():
         lines.append(f"### {kind} ({len(entries)})")
         lines += [f"- `{e['file']}`: **{e['reason']}**, {e['detail']}" for e in entries[:max_rows]]
         if len(entries) > max_rows:
             lines.append(f"- ... {len(entries) - max_rows} more in issues.json")
         lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def mask_markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_name: str, max_rows: int = 50) -> str:
+    """The segment task's report: totals, reasons, per split the images holding each class and
+    the share of its pixels, the classes a split lacks, decisions."""
+    names = summary["classes"]
+    lines = [
+        "# Dataset cleaning and split report (segmentation)",
+        "",
+        f"{summary['images_in']} images in ({summary['format']} masks): {summary['kept']} kept, "
+        f"{summary['dropped']} dropped.",
+        "",
+        *_table(("reason", "dropped"), summary["dropped_by_reason"], "No image was dropped."),
+        *_table(("note", "images"), summary["notes_by_reason"], "No mask needed a note."),
+        "Images holding each class (share of the split's labelled pixels):",
+        "",
+        "| split | images | " + " | ".join(names) + " | void pixels |",
+        "|---|---|" + "---|" * (len(names) + 1),
+    ]
+    for name, split in summary["splits"].items():
+        total = sum(split["pixels"].values()) or 1
+        cells = " | ".join(f"{split['images_with'][c]} ({100 * split['pixels'][c] / total:.1f}%)" for c in names)
+        lines.append(f"| {name} | {split['images']} | {cells} | {split['void_pixels']} |")
+    missing = [
+        f"- {split} has no pixel of: {', '.join(classes)}" for split, classes in summary["classes_missing"].items()
+    ]
+    lines += ["", *(missing or ["Every class is in every split."]), "", f"![samples with their masks]({grid_name})", ""]
+    return "\n".join(lines + decisions(issues, max_rows))
 
 
 def _coverage(summary: Mapping) -> list[str]:
@@ -92,7 +125,7 @@ def _table(header: tuple[str, str], counts: Mapping[str, int], empty: str) -> li
     return [f"| {header[0]} | {header[1]} |", "|---|---|", *(f"| {k} | {v} |" for k, v in counts.items()), ""]
 
 
-def _decode(encoded: bytes) -> Image.Image:
+def open_rgb(encoded: bytes) -> Image.Image:
     with Image.open(io.BytesIO(encoded)) as opened:
         return opened.convert("RGB")
 
@@ -121,7 +154,7 @@ def sample_grid(
     rows = max(1, -(-len(chosen) // columns))
     grid = Image.new("RGB", (columns * tile, rows * tile), (32, 32, 32))
     for i, annotation in enumerate(chosen):
-        image = _tile(_decode(images[annotation.filename]), annotation.boxes, classes, tile)
+        image = _tile(open_rgb(images[annotation.filename]), annotation.boxes, classes, tile)
         grid.paste(image, ((i % columns) * tile, (i // columns) * tile))
     return grid
 
@@ -135,7 +168,7 @@ def side_by_side(
     scores) on the right, so a wrong or missed box is seen at a glance."""
     grid = Image.new("RGB", (2 * tile, max(1, len(rows)) * tile), (32, 32, 32))
     for row, (encoded, truth, predicted, captions) in enumerate(rows):
-        image = _decode(encoded)
+        image = open_rgb(encoded)
         grid.paste(_tile(image, truth, classes, tile), (0, row * tile))
         grid.paste(_tile(image, predicted, classes, tile, captions), (tile, row * tile))
     return grid

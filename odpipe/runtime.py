@@ -11,7 +11,6 @@ a stage uses but DVC does not track would silently go stale.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import sys
 import warnings
@@ -25,6 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 CONF_DIR = "conf"
+# Each task is a pipeline of its own: a dvc.yaml and the params.yaml composed for it, in this
+# folder of the project (conf/task/<task>.yaml). Detection, the first, kept the root.
+TASK_FOLDERS = {"detect": ".", "segment": "segment"}
 _ABSENT = object()
 # Handed to every stage undeclared. `mlflow` says where runs are recorded: train logs there while
 # it runs, but a new experiment name must not retrain hours of work (evaluate declares it and
@@ -111,12 +113,12 @@ def stage(stage_name: str) -> Callable[[Callable[[DictConfig], None]], Callable[
     """Decorate a stage's ``main(cfg)``; see the module docstring."""
 
     def decorate(task: Callable[[DictConfig], None]) -> Callable[[], None]:
-        # stages/<name>.py lives one level below the project root; taking the root from the
-        # script (not from this package) keeps DVC's temporary experiment copies self-contained.
-        root = Path(inspect.getfile(task)).resolve().parents[1]
-
         @functools.wraps(task)
         def main() -> None:
+            # DVC runs a stage in the folder of its dvc.yaml, which holds the task's params.yaml
+            # (the project root for detection, segment/ for segmentation; in an experiment, the
+            # temporary copy's), so that is where both are read from.
+            root = Path.cwd()
             sys.argv[1:1] = list(_HYDRA_IN_PLACE)
 
             @hydra.main(config_path=str(root), config_name=Path(PARAMS_FILE).stem, version_base=None)
@@ -154,6 +156,15 @@ def compose_params(root: Path, overrides: list[str], output: Path) -> None:
     compose_and_dump(output, str(root / CONF_DIR), None, "config", str(root / ".dvc" / "hydra_plugins"), overrides)
 
 
-if __name__ == "__main__":  # python -m odpipe.runtime [override ...] -> params.yaml
+def task_folder(root: Path, overrides: list[str]) -> Path:
+    """The pipeline folder of the task that ``overrides`` choose (``task=segment``), detection's by default."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("task=")]
+    task = chosen[-1] if chosen else "detect"
+    if task not in TASK_FOLDERS:
+        raise ValueError(f"task={task}: the tasks are {sorted(TASK_FOLDERS)}")
+    return root / TASK_FOLDERS[task]
+
+
+if __name__ == "__main__":  # python -m odpipe.runtime [task=segment] [override ...] -> <task folder>/params.yaml
     _root = Path.cwd()
-    compose_params(_root, sys.argv[1:], _root / PARAMS_FILE)
+    compose_params(_root, sys.argv[1:], task_folder(_root, sys.argv[1:]) / PARAMS_FILE)

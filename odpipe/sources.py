@@ -1,5 +1,5 @@
-"""Where a dataset comes from: generated (synthetic), a folder on disk (local), or a .zip/.tar
-archive on disk or on the web (archive)."""
+"""Where a dataset comes from: generated (synthetic, and synthetic_segment with masks), a folder
+on disk (local), or a .zip/.tar archive on disk or on the web (archive)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from odpipe.annotations import IMAGE_SUFFIXES
 from odpipe.download import GB, extract, fetch_archive
 from odpipe.parallel import available_cores
-from odpipe.synthetic import SyntheticSpec, generate
+from odpipe.synthetic import SyntheticSpec, generate, generate_segmentation
 
 # Every annotation format's files: VOC XML, CSV, COCO/LinkedAI JSON, YOLO txt + data.yaml.
 ANNOTATION_SUFFIXES = (".xml", ".csv", ".json", ".txt", ".yaml", ".yml")
@@ -42,10 +42,15 @@ def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
     source = dataset["source"]
     if source == "synthetic":
         generate(SyntheticSpec.from_config(dataset), dst, workers=available_cores())
+    elif source == "synthetic_segment":  # the segment task's: its classes start with the background
+        shapes = {**dataset, "classes": list(dataset["classes"])[1:]}
+        generate_segmentation(SyntheticSpec.from_config(shapes), dst, workers=available_cores())
     elif source == "local":
         copy_local(Path(dataset["path"]).expanduser(), dst)
     elif source == "archive":
         archive = fetch_archive(str(dataset["path"]), cache_dir, dataset.get("sha256"))
         extract(archive, dst, int(dataset["max_extract_gb"] * GB))
     else:
-        raise ValueError(f"dataset.source {source!r} is not supported; use 'synthetic', 'local' or 'archive'")
+        raise ValueError(
+            f"dataset.source {source!r} is not supported; use 'synthetic', 'synthetic_segment', 'local' or 'archive'"
+        )

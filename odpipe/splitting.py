@@ -8,15 +8,19 @@ straddles splits and adding images never moves an existing one: nothing is carri
 (DVC deletes the stage's outputs before rerunning it), so a split may depend on nothing but the
 seed, the ratios and the image's own group. Predefined lists (VOC ImageSets) pin groups instead.
 
-There is deliberately no stratification: moving groups so that every class reaches every split
-depends on the other images, and new images can undo such a move, sending a former test image
-to train. ``missing_classes`` says instead which classes a split lacks, for the report.
+``split_images`` deliberately does not stratify: moving groups so that every class reaches every
+split depends on the other images, and new images can undo such a move, sending a former test
+image to train. ``missing_classes`` says instead which classes a split lacks, for the report.
+``stratified_split`` is the choice for tasks where a rare class must reach every split in its
+share (segmentation by the classes an image shows, classification by its label): it pays with a
+few moves when images are added, each stratum's boundaries shifting a little in its hash order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
@@ -144,8 +148,8 @@ def missing_classes(
     boxes_per_class: Mapping[str, Mapping[str, int]], images: Mapping[str, int]
 ) -> dict[str, list[str]]:
     """The classes of the dataset that a non-empty split has no box of, by split (only splits
-    that lack some), from each split's box counts by class and image count. Splits are not
-    stratified (that would make them unstable), so the stage warns instead: a class missing
+    that lack some), from each split's box counts by class and image count. ``split_images``
+    does not stratify (that would make it unstable), so the stage warns instead: a class missing
     from test is not evaluated, one missing from train not learnt.
     """
     present = {s: {c for c, n in boxes_per_class.get(s, {}).items() if n} for s in SPLITS}
@@ -179,3 +183,103 @@ def listed_split(listed: str, key: str, ratios: Mapping[str, float], seed: int) 
     if listed != "trainval":
         return listed
     return assign_split(unit_hash(seed, key), {"train": ratios["train"], "val": ratios["val"], "test": 0.0})
+
+
+LabelledImages = Sequence[tuple[str, str, frozenset[int]]]
+
+
+def stratified_split(
+    items: LabelledImages, ratios: Mapping[str, float], seed: int, pinned: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The split of each image, stratified: ``items`` are (image key, group key, strata labels).
+
+    Groups still never straddle splits, and a group with a pinned image (``pinned``: image key
+    to split, e.g. a VOC list) goes to that split whole. Every other group is assigned within its
+    stratum: the rarest of its images' labels, counted in images over all ``items`` (ties go to
+    the smaller label; a group without labels forms a stratum of its own). That rule puts every
+    image of the rarest classes, which are the ones that plain hashing leaves short in a small
+    split, into their own strata; a commoner label of a multi-label image lands near its ratios
+    only on average. Within a stratum, groups in seeded hash order fill the splits in turn, each
+    up to its share of the stratum's images less those pinned there (see ``fill_stratum``), so
+    with one-image groups every split gets its expected count of the stratum within one image.
+    Pure in (items as a set, ratios, seed, pinned).
+    """
+    check_ratios(ratios)
+    members, labels = stratified_groups(items)
+    frequency = Counter(label for _, _, image_labels in items for label in image_labels)
+    strata: dict[int | None, list[str]] = {}
+    for key in sorted(members):
+        strata.setdefault(rarest(labels[key], frequency), []).append(key)
+    where: dict[str, str] = {}
+    for stratum, keys in strata.items():
+        fixed = {key: group_pin(key, members[key], pinned or {}) for key in keys}
+        sizes = {key: len(members[key]) for key in keys}
+        where |= fill_stratum(sizes, fixed, ratios, seed, unit_hash(seed, f"stratum:{stratum}"))
+    split = {name: where[key] for key, names in members.items() for name in names}
+    counts = Counter(split.values())
+    check_not_empty({s: counts[s] for s in SPLITS}, ratios)
+    return split
+
+
+def stratified_groups(items: LabelledImages) -> tuple[dict[str, list[str]], dict[str, frozenset[int]]]:
+    """The images of each group and the union of their labels; an image listed twice is an error
+    (it would belong to two groups, or count twice towards its labels' rarity)."""
+    members: dict[str, list[str]] = {}
+    labels: dict[str, frozenset[int]] = {}
+    seen: set[str] = set()
+    for name, key, image_labels in sorted(items, key=lambda item: item[0]):
+        if name in seen:
+            raise ValueError(f"stratified split: image {name!r} is listed more than once")
+        seen.add(name)
+        members.setdefault(key, []).append(name)
+        labels[key] = labels.get(key, frozenset()) | image_labels
+    return members, labels
+
+
+def rarest(labels: frozenset[int], frequency: Mapping[int, int]) -> int | None:
+    """A group's stratum: its label with the fewest images (the smaller on a tie), None without one."""
+    return min(labels, key=lambda label: (frequency[label], label)) if labels else None
+
+
+def group_pin(key: str, names: Sequence[str], pinned: Mapping[str, str]) -> str | None:
+    """The one split that images of the group are pinned to, None when none is."""
+    splits = sorted({pinned[n] for n in names if n in pinned})
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"images of group {key} are pinned to {unknown}, not one of {SPLITS}: {list(names)}")
+    if len(splits) > 1:
+        raise pin_conflict(key, splits, names)
+    return splits[0] if splits else None
+
+
+def fill_stratum(
+    sizes: Mapping[str, int],
+    fixed: Mapping[str, str | None],
+    ratios: Mapping[str, float],
+    seed: int,
+    offset: float,
+) -> dict[str, str]:
+    """The split of each group of one stratum (``sizes``: images per group; ``fixed``: the
+    groups' pins). The free groups' images, in hash order, are laid end to end over the splits,
+    each split taking what it lacks of its share once the pinned groups are counted; a group goes
+    where its image at fraction ``offset`` (in [0, 1)) falls. So one-image groups give each split
+    its lacking count within one image (each split boundary is rounded once). ``offset`` is a
+    seeded draw per stratum rather than 0.5 because strata of one or two images are common: with
+    a fixed point each would go to the split holding the middle of the ratios (train), starving
+    val and test; a drawn one sends it to each split in its share on average."""
+    where = {key: split for key, split in fixed.items() if split}
+    free = sorted((key for key in sizes if key not in where), key=lambda key: (unit_hash(seed, key), key))
+    free_images = sum(sizes[key] for key in free)
+    if not free_images:
+        return where
+    held: Counter[str] = Counter()
+    for key, split in where.items():
+        held[split] += sizes[key]
+    stratum_images = free_images + sum(held.values())
+    total = sum(ratios[s] for s in SPLITS)
+    lacking = {s: max(0.0, ratios[s] / total * stratum_images - held[s]) for s in SPLITS}
+    position = 0
+    for key in free:
+        where[key] = assign_split((position + offset * sizes[key]) / free_images, lacking)
+        position += sizes[key]
+    return where

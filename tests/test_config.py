@@ -11,19 +11,36 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from odpipe.project import code_deps, stage_names
-from odpipe.runtime import PARAMS_FILE, compose_config, compose_params, declared_params, load_params, select_keys
+from odpipe.project import pipeline_folders, stage_code_deps, stage_names, stage_script
+from odpipe.runtime import (
+    PARAMS_FILE,
+    TASK_FOLDERS,
+    compose_config,
+    compose_params,
+    declared_params,
+    load_params,
+    select_keys,
+)
 from odpipe.track import TrackSettings
 from odpipe.trackers import ByteTrackParams, CentroidParams
 
 from .conftest import ROOT
 
 
-def test_committed_params_yaml_is_the_fresh_composition_of_conf(tmp_path: Path) -> None:
-    compose_params(ROOT, [], tmp_path / PARAMS_FILE)
-    assert (ROOT / PARAMS_FILE).read_text() == (tmp_path / PARAMS_FILE).read_text(), (
-        "params.yaml is stale: run `make params`"
+@pytest.mark.parametrize("task", sorted(TASK_FOLDERS))
+def test_committed_params_yaml_is_the_fresh_composition_of_conf(task: str, tmp_path: Path) -> None:
+    compose_params(ROOT, [f"task={task}"], tmp_path / PARAMS_FILE)
+    committed = ROOT / TASK_FOLDERS[task] / PARAMS_FILE
+    assert committed.read_text() == (tmp_path / PARAMS_FILE).read_text(), (
+        f"{committed.relative_to(ROOT)} is stale: run `make params TASK={task}`"
     )
+
+
+def _task_of(override: str) -> str:
+    """The task a config group option belongs to: segmentation models and datasets say so."""
+    group, name = override.split("=")
+    text = (ROOT / "conf" / group / f"{name}.yaml").read_text()
+    return "segment" if "task: segment" in text or "source: synthetic_segment" in text else "detect"
 
 
 # Values a config group leaves to the user (`???`), as a user would give them.
@@ -38,15 +55,28 @@ REQUIRED = {
     "override",
     [
         f"{group}={p.stem}"
-        for group in ("dataset", "model", "augment", "video", "experiment")
+        for group in ("dataset", "model", "augment", "video", "experiment", "task")
         for p in sorted((ROOT / "conf" / group).glob("*.yaml"))
     ],
 )
 def test_every_config_group_option_composes(override: str, tmp_path: Path) -> None:
-    compose_params(ROOT, [override, *REQUIRED.get(override, [])], tmp_path / PARAMS_FILE)
+    task = override.split("=")[1] if override.startswith("task=") else _task_of(override)
+    overrides = [f"task={task}", override, *REQUIRED.get(override, [])]
+    compose_params(ROOT, list(dict.fromkeys(overrides)), tmp_path / PARAMS_FILE)
     cfg = OmegaConf.load(tmp_path / PARAMS_FILE)
-    for name in stage_names(ROOT):
-        select_keys(cfg, declared_params(name, ROOT / "dvc.yaml"))
+    folder = ROOT / TASK_FOLDERS[task]
+    for name in stage_names(folder):
+        select_keys(cfg, declared_params(name, folder / "dvc.yaml"))
+
+
+@pytest.mark.parametrize("task", sorted(TASK_FOLDERS))
+def test_the_smoke_experiment_composes_for_every_task(task: str, tmp_path: Path) -> None:
+    compose_params(ROOT, [f"task={task}", "experiment=smoke"], tmp_path / PARAMS_FILE)
+    cfg = OmegaConf.load(tmp_path / PARAMS_FILE)
+    assert cfg.dataset.num_images == 36  # the shared part
+    folder = ROOT / TASK_FOLDERS[task]
+    for name in stage_names(folder):
+        select_keys(cfg, declared_params(name, folder / "dvc.yaml"))
 
 
 def test_stage_config_refuses_undeclared_keys() -> None:
@@ -79,19 +109,21 @@ def test_every_stage_has_a_script_listed_as_a_dependency() -> None:
         "track",
         "evaluate",
     ]
-    for name, stage in stages.items():
-        script = f"stages/{name}.py"
-        assert stage["cmd"] == f"python {script}"
-        assert script in stage["deps"]
-        assert (ROOT / script).exists()
+    for folder in pipeline_folders(ROOT):
+        for name, stage in yaml.safe_load((folder / "dvc.yaml").read_text())["stages"].items():
+            script = stage_script(stage["cmd"])
+            assert Path(script).stem == name, f"{folder}/dvc.yaml: stage {name} runs {script}"
+            assert script in stage["deps"]
+            assert (folder / script).exists()
 
 
 def test_every_stage_depends_on_all_the_code_it_imports() -> None:
     """A change to any module a stage runs must rerun that stage (and only those)."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        missing = code_deps(ROOT, f"stages/{name}.py") - set(stage["deps"])
-        assert not missing, f"dvc.yaml stage {name} lacks deps {sorted(missing)}: run `make deps`"
+    for folder in pipeline_folders(ROOT):
+        stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+        for name, code in stage_code_deps(ROOT, folder).items():
+            missing = set(code) - set(stages[name]["deps"])
+            assert not missing, f"{folder}/dvc.yaml stage {name} lacks deps {sorted(missing)}: run `make deps`"
 
 
 def test_track_defaults_in_conf_are_the_code_defaults() -> None:

@@ -1,0 +1,259 @@
+"""Training a segmentation model with Keras' ``fit``, made to survive real runs as detection's
+training does (:mod:`odpipe.training`):
+
+- the model, optimizer and epoch are checkpointed (``tf.train.CheckpointManager``,
+  ``ckpt-<epoch>``) in a work folder outside the stage's outputs after every epoch, so a run
+  killed mid-way (or stopped with Ctrl-C) continues from its last epoch;
+- after each epoch the model is scored on the whole val split, as the exported model will be
+  (every image at its own size, in sliding windows), and the best epoch by val mIoU is kept
+  aside (:class:`odpipe.journal.Journal`); ``patience`` epochs without a better one, or
+  ``max_minutes``, stop training;
+- losses and val metrics go to MLflow and the journal as they come, with a progress line
+  (rate, time left) every ``PROGRESS_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from odpipe.checkpoints import checkpoint_step, latest
+from odpipe.index_masks import VOID
+from odpipe.journal import ELAPSED, Journal, Outcome, interrupt_requests
+from odpipe.mask_records import parse_example
+from odpipe.seg_export import SegmenterModule
+from odpipe.seg_losses import make_loss
+from odpipe.seg_metrics import confusion, flat_metrics, segmentation_metrics
+from odpipe.seg_models import build_model
+from odpipe.tfrecord import shard_pattern
+
+log = logging.getLogger(__name__)
+SELECT = "val/mIoU"  # what "best" means
+LOSS = "loss"
+IMAGES_PER_SECOND = "train/images_per_second"
+PROGRESS_SECONDS = 30.0
+SHUFFLE_BUFFER = 512  # examples: the records are written in a seeded random order already
+ScalarCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """How long to train and when to stop early."""
+
+    epochs: int
+    steps_per_epoch: int
+    patience: int | None = None
+    keep: str = "best"
+    max_minutes: float | None = None
+
+    def out_of_time(self, elapsed: float) -> bool:
+        return self.max_minutes is not None and elapsed >= 60 * self.max_minutes
+
+
+def pad_crop(image: tf.Tensor, mask: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random ``size`` square of the image and the same square of its mask; a side shorter
+    than ``size`` is padded first (image black, mask void: the padding is never learnt)."""
+    height = tf.maximum(tf.shape(image)[0], size)
+    width = tf.maximum(tf.shape(image)[1], size)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, height, width)
+    # pad_to_bounding_box pads with 0: pad the complement of the mask, so that the mask gets VOID.
+    mask = VOID - tf.image.pad_to_bounding_box(VOID - mask[..., None], 0, 0, height, width)
+    stacked = tf.image.random_crop(tf.concat([image, mask], axis=-1), (size, size, 4))
+    return tf.cast(stacked[..., :3], tf.float32), stacked[..., 3]
+
+
+def train_dataset(records: Path, batch_size: int, crop: int, seed: int) -> tf.data.Dataset:
+    """Endless batches of random crops from the train shards, read interleaved."""
+    files = tf.data.Dataset.list_files(shard_pattern(records, "train"), shuffle=True, seed=seed)
+    examples = files.interleave(tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    pairs = examples.shuffle(SHUFFLE_BUFFER, seed=seed).repeat().map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    crops = pairs.map(lambda image, mask: pad_crop(image, mask, crop), num_parallel_calls=tf.data.AUTOTUNE)
+    return crops.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def split_pairs(records: Path, split: str) -> tf.data.Dataset:
+    """A split's (image, mask) pairs at their own sizes, in file order."""
+    files = sorted(tf.io.gfile.glob(shard_pattern(records, split)))
+    return tf.data.TFRecordDataset(files).map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def score_split(module: SegmenterModule, pairs: tf.data.Dataset, names: list[str]) -> tuple[dict, np.ndarray]:
+    """MMSegmentation's metrics over a split (confusion summed over its images) and the
+    confusion, each image segmented as the exported model will: whole, or in windows."""
+    total = np.zeros((len(names), len(names)), dtype=np.int64)
+    for image, mask in pairs:
+        predicted = module.segment_pixels(tf.cast(image, tf.float32))["class_map"]
+        total += confusion(mask.numpy(), predicted.numpy(), len(names))
+    return segmentation_metrics(total, names), total
+
+
+SINGLE_HOST = ("auto", "mirrored")  # strategies whose one process holds the journal, MLflow and outputs
+
+
+def check_strategy(name: str) -> None:
+    """The segment task trains on one machine (any number of its GPUs): several workers would
+    each write the journal and the outputs, which only detection's training coordinates yet."""
+    if name not in SINGLE_HOST:
+        raise ValueError(
+            f"train.strategy={name}: the segment task trains on one machine; use auto or mirrored (its GPUs)"
+        )
+
+
+def check_segment_model(model: Mapping) -> None:
+    """Refuse a detection model given to the segment task (``-S model=...``), naming the choices."""
+    if model.get("task") != "segment":
+        raise ValueError(
+            f"model {model.get('name', '?')!r} is not a segmentation model: the segment task takes "
+            "model=deeplabv3plus or model=unet (conf/model/*.yaml with task: segment)"
+        )
+
+
+class ProgressLog(tf.keras.callbacks.Callback):
+    """A progress line at most every ``PROGRESS_SECONDS``: epoch, step, loss, images per
+    second and the time left for the run (Keras' own bar is unreadable in a log file)."""
+
+    def __init__(self, schedule: EpochSchedule, batch_size: int, first_epoch: int) -> None:
+        super().__init__()
+        self.schedule, self.batch_size, self.first = schedule, batch_size, first_epoch
+        self.start = self.last = time.monotonic()
+        self.epoch = first_epoch
+        self.done = 0  # steps trained by this run
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            log.info(self.line(batch + 1, (logs or {}).get(LOSS, math.nan)))
+
+    def line(self, step: int, loss: float) -> str:
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.schedule.epochs - self.epoch) * self.schedule.steps_per_epoch - step
+        eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+        return (
+            f"epoch {self.epoch + 1}/{self.schedule.epochs} step {step}/{self.schedule.steps_per_epoch}  "
+            f"loss {loss:.4f}  {rate * self.batch_size:.1f} images/s  elapsed {elapsed:.0f}s  eta {eta} (val excluded)"
+        )
+
+
+def fit_epochs(
+    model: tf.keras.Model,
+    data: tf.data.Dataset,
+    validate: Callable[[], dict[str, float]],
+    work: Path,
+    schedule: EpochSchedule,
+    journal: Journal,
+    batch_size: int,
+    on_losses: ScalarCallback,
+    on_val: ScalarCallback,
+) -> Outcome:
+    """Train ``model`` (compiled) epoch by epoch into ``work``, resuming from its latest
+    checkpoint there; each epoch checkpointed, scored on val and journaled."""
+    # ``step`` holds the epochs trained, under the name detection's checkpoints give their step,
+    # so that the shared checkpoint and journal code reads either.
+    trained = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=trained)
+    manager = tf.train.CheckpointManager(checkpoint, str(work), max_to_keep=2)
+    restored = manager.latest_checkpoint
+    if restored:
+        checkpoint.restore(restored).expect_partial()
+    first = checkpoint_step(restored) if restored else 0
+    started, earlier = time.monotonic(), journal.elapsed
+    progress = ProgressLog(schedule, batch_size, first)
+    epoch, stop = first, "epochs"
+
+    def elapsed() -> float:
+        return earlier + time.monotonic() - started
+
+    if restored and journal.patience_ran_out(schedule.patience):
+        stop = "patience"
+    elif restored and schedule.out_of_time(earlier):
+        stop = "budget"
+    with interrupt_requests() as interrupted:
+        while stop == "epochs" and epoch < schedule.epochs:
+            fit_start = time.monotonic()
+            history = model.fit(
+                data,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=schedule.steps_per_epoch,
+                callbacks=[progress],
+                verbose=0,
+            )
+            fit_seconds = time.monotonic() - fit_start
+            epoch += 1
+            loss = float(history.history[LOSS][-1])
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training diverged: the loss of epoch {epoch} is {loss}; "
+                    "lower train.learning_rate or check the data"
+                )
+            trained.assign(epoch)
+            prefix = manager.save(checkpoint_number=epoch)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            losses = {
+                LOSS: loss,
+                "learning_rate": float(tf.keras.backend.get_value(model.optimizer.learning_rate)),
+                # training alone (validation excluded): what make bench-segment compares with a bare fit
+                IMAGES_PER_SECOND: schedule.steps_per_epoch * batch_size / fit_seconds,
+            }
+            journal.add_losses(epoch, losses, elapsed())
+            on_losses(epoch, losses)
+            metrics = validate()
+            journal.add_val(epoch, metrics, prefix, elapsed())
+            on_val(epoch, metrics)
+            if journal.patience_ran_out(schedule.patience):
+                stop = "patience"
+            elif schedule.out_of_time(elapsed()):
+                stop = "budget"
+    seconds = elapsed() if epoch > first else earlier
+    if schedule.keep == "best" and journal.best is not None:
+        best = journal.best
+        return Outcome(epoch, stop, seconds, str(work / best["checkpoint"]), best["step"], best["metrics"])
+    val = next((r for r in journal.val if r["step"] == epoch), {})
+    kept = {k: v for k, v in val.items() if k not in ("step", ELAPSED)}
+    return Outcome(epoch, stop, seconds, manager.latest_checkpoint, epoch, kept)
+
+
+def val_scores(metrics: dict) -> dict[str, float]:
+    """Val metrics as the journal, MLflow and the plots file name them (``val/mIoU`` ...)."""
+    return {f"val/{name}": value for name, value in flat_metrics(metrics).items()}
+
+
+def compiled_model(
+    model_cfg: Mapping, num_classes: int, train: Mapping, weights: np.ndarray, total_steps: int
+) -> tf.keras.Model:
+    """The configured model, compiled with Adam on a cosine decay to 0 over ``total_steps`` and
+    the configured loss; built in the caller's strategy scope, under mixed precision when asked
+    (the model keeps its logits, and so the softmax, in float32)."""
+    if train["mixed_precision"]:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    model = build_model(model_cfg["architecture"], num_classes, model_cfg)
+    decay = tf.keras.optimizers.schedules.CosineDecay(train["learning_rate"], total_steps)
+    model.compile(optimizer=tf.keras.optimizers.Adam(decay), loss=make_loss(train["loss"], weights))
+    return model
+
+
+def restore_weights(model: tf.keras.Model, folder: Path) -> str:
+    """Load the weights of the checkpoint in ``folder`` (the train stage's output) into ``model``."""
+    prefix = latest(folder)
+    if prefix is None:
+        raise FileNotFoundError(f"{folder}: no checkpoint; run the train stage first")
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    return prefix
+
+
+def seed_everything(seed: int) -> None:
+    tf.keras.utils.set_random_seed(seed)

@@ -1,0 +1,32 @@
+"""export (segment): the selected checkpoint as a SavedModel that takes an encoded image of any
+size and returns its class map and per-class probabilities at that size (sliding windows)."""
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from odpipe.files import fresh_dir
+from odpipe.runtime import stage
+from odpipe.seg_export import export_segmenter
+from odpipe.seg_models import build_model
+from odpipe.seg_training import check_segment_model, restore_weights
+
+log = logging.getLogger(__name__)
+
+
+@stage("export")
+def main(cfg: DictConfig) -> None:
+    model_cfg = OmegaConf.to_container(cfg.model)
+    check_segment_model(model_cfg)
+    classes = json.loads(Path(cfg.paths.classes).read_text())
+    model = build_model(model_cfg["architecture"], len(classes["names"]), model_cfg)
+    checkpoint = restore_weights(model, Path(cfg.paths.train))
+    out = fresh_dir(cfg.paths.export)
+    export_segmenter(model, out, cfg.segment.tile_size, cfg.segment.tile_overlap, classes["names"], classes["colors"])
+    log.info("exported %s to %s", checkpoint, out)
+
+
+if __name__ == "__main__":
+    main()
