@@ -30,15 +30,14 @@ SELECTION_KEYS = ("task", "architecture")
 # BatchNorm, ReLU) per level; 2x2 max pooling then dropout 0.1 on the way down; a 3x3 transposed
 # convolution with stride 2, concatenated with the skip, then dropout, on the way up.
 UNET_DEFAULTS: Mapping[str, Any] = {"base_filters": 16, "depth": 4, "batch_norm": True, "dropout": 0.1}
-DEEPLAB_DEFAULTS: Mapping[str, Any] = {"weights": None, "alpha": 1.0, "atrous_rates": (6, 12, 18)}
+# head_filters: the ASPP's and the decoder's channels (the paper's 256; fewer for few classes on a CPU).
+DEEPLAB_DEFAULTS: Mapping[str, Any] = {"weights": None, "alpha": 1.0, "atrous_rates": (6, 12, 18), "head_filters": 256}
 
 # MobileNetV2's features DeepLabV3+ reads: the expansion of block 3 (before its stride-2 depthwise
 # convolution) is the last stride-4 activation, that of block 13 the last at stride 16.
 LOW_LEVEL_LAYER = "block_3_expand_relu"
 HIGH_LEVEL_LAYER = "block_13_expand_relu"
-ASPP_FILTERS = 256
 LOW_LEVEL_FILTERS = 48
-DECODER_FILTERS = 256
 
 
 def padded_size(height: int, width: int) -> tuple[int, int]:
@@ -74,6 +73,15 @@ def _conv_bn_relu(x: tf.Tensor, filters: int, kernel: int, batch_norm: bool = Tr
     return tf.keras.layers.ReLU()(x)
 
 
+def _separable_conv_bn_relu(x: tf.Tensor, filters: int, dilation: int = 1) -> tf.Tensor:
+    """A 3x3 depthwise convolution (dilated by ``dilation``) and a 1x1 one, each with BatchNorm
+    and ReLU: DeepLabV3+'s separable convolution, used in both its ASPP and its decoder. At
+    stride 4 a full 3x3 convolution of 256 channels cost several times the whole encoder."""
+    x = tf.keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=dilation, use_bias=False)(x)
+    x = tf.keras.layers.ReLU()(tf.keras.layers.BatchNormalization()(x))
+    return _conv_bn_relu(x, filters, 1)
+
+
 def _unet_block(x: tf.Tensor, filters: int, batch_norm: bool) -> tf.Tensor:
     for _ in range(2):
         x = _conv_bn_relu(x, filters, 3, batch_norm, kernel_initializer="he_normal")
@@ -102,21 +110,18 @@ def build_unet(num_classes: int, base_filters: int, depth: int, batch_norm: bool
     return tf.keras.Model(pixels, _float32_logits(x, num_classes), name="unet")
 
 
-def _aspp(features: tf.Tensor, rates: tuple[int, ...]) -> tf.Tensor:
+def _aspp(features: tf.Tensor, rates: tuple[int, ...], filters: int) -> tf.Tensor:
     """Atrous spatial pyramid pooling: a 1x1 branch, a separable 3x3 branch per dilation rate and
     image pooling (global average broadcast back by :class:`ResizeLike`, so any size works)."""
-    branches = [_conv_bn_relu(features, ASPP_FILTERS, 1)]
-    for rate in rates:
-        x = tf.keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=rate, use_bias=False)(features)
-        x = tf.keras.layers.BatchNormalization()(x)
-        branches.append(_conv_bn_relu(tf.keras.layers.ReLU()(x), ASPP_FILTERS, 1))
+    branches = [_conv_bn_relu(features, filters, 1)]
+    branches += [_separable_conv_bn_relu(features, filters, rate) for rate in rates]
     pooled = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(features)
-    branches.append(ResizeLike()([_conv_bn_relu(pooled, ASPP_FILTERS, 1), features]))
-    return _conv_bn_relu(tf.keras.layers.Concatenate()(branches), ASPP_FILTERS, 1)
+    branches.append(ResizeLike()([_conv_bn_relu(pooled, filters, 1), features]))
+    return _conv_bn_relu(tf.keras.layers.Concatenate()(branches), filters, 1)
 
 
 def build_deeplabv3plus(
-    num_classes: int, weights: str | None, alpha: float, atrous_rates: tuple[int, ...]
+    num_classes: int, weights: str | None, alpha: float, atrous_rates: tuple[int, ...], head_filters: int = 256
 ) -> tf.keras.Model:
     """DeepLabV3+ on Keras' MobileNetV2: ASPP over the stride-16 features, a decoder that joins
     them (upsampled) to the 48-channel projection of the stride-4 ones, bilinear output upsampling.
@@ -130,10 +135,10 @@ def build_deeplabv3plus(
     encoder = tf.keras.Model(backbone.input, outputs, name="mobilenetv2_encoder")
     pixels = tf.keras.Input((None, None, 3), name="pixels")
     low, high = encoder(tf.keras.layers.Rescaling(1 / 127.5, offset=-1)(pixels))  # MobileNetV2 wants [-1, 1]
-    x = ResizeLike()([_aspp(high, atrous_rates), low])
+    x = ResizeLike()([_aspp(high, atrous_rates, head_filters), low])
     x = tf.keras.layers.Concatenate()([x, _conv_bn_relu(low, LOW_LEVEL_FILTERS, 1)])
     for _ in range(2):
-        x = _conv_bn_relu(x, DECODER_FILTERS, 3)
+        x = _separable_conv_bn_relu(x, head_filters)
     logits = ResizeLike(dtype="float32", name="upsample_logits")([_float32_logits(x, num_classes), pixels])
     return tf.keras.Model(pixels, logits, name="deeplabv3plus")
 
@@ -154,6 +159,7 @@ def _deeplabv3plus(num_classes: int, options: Mapping[str, Any]) -> tf.keras.Mod
         weights=options["weights"],
         alpha=float(options["alpha"]),
         atrous_rates=tuple(int(rate) for rate in options["atrous_rates"]),
+        head_filters=int(options["head_filters"]),
     )
 
 
