@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from odpipe.curves import best_and_worst, threshold_report
 from odpipe.detectors import FORMAT_PATHS, format_size, load_detector
@@ -19,25 +19,16 @@ from odpipe.evaluation import (
     format_scores,
 )
 from odpipe.export import LABEL_MAP_NAME
-from odpipe.files import fresh_dir, iter_csv, write_csv, write_json
-from odpipe.gate import QualityGateError, quality_gate
+from odpipe.files import fresh_dir, iter_csv, write_csv
+from odpipe.gate import DETECT_GATE
 from odpipe.label_map import read_label_map
-from odpipe.manifest import sha256_file
 from odpipe.report import side_by_side
+from odpipe.results import record_results
 from odpipe.runs import (
-    best_registered,
     file_stem,
-    flatten,
-    log_artifacts,
-    log_metrics,
     numeric,
-    open_client,
-    read_run_id,
-    resolve_tracking_uri,
-    run_for_evaluation,
-    run_status,
 )
-from odpipe.runtime import EVERY_STAGE, stage
+from odpipe.runtime import stage
 from odpipe.serving import register_model
 from odpipe.tfrecord import group_csv_rows
 
@@ -101,35 +92,20 @@ def main(cfg: DictConfig) -> None:
         ]
         side_by_side(rows, classes).save(samples_dir / f"{kind}.jpg", quality=90)
 
-    client = open_client(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
-    params = flatten({k: v for k, v in OmegaConf.to_container(cfg).items() if k not in EVERY_STAGE})
-    run_id = run_for_evaluation(
-        client, read_run_id(Path(cfg.paths.mlflow_run)), params, cfg.mlflow.experiment_name, Path.cwd()
+    reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
+    produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
+    exported_files = [export_dir / FORMAT_PATHS[f] for f in cfg.export.formats if f != "saved_model"]
+    tracked = (cfg.paths.track_report, cfg.paths.track, cfg.paths.track_frames)
+    name = cfg.evaluate.registered_model
+    record_results(
+        cfg,
+        report,
+        DETECT_GATE,
+        Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv",
+        [Path(p) for p in (*reports, *produced, *tracked, *exported_files)],
+        lambda client, run_id, split: register_model(client, run_id, export_dir, name, metrics, split),
+        numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"),
     )
-    gate_config = cfg.evaluate
-    split_sha256 = sha256_file(Path(cfg.paths.convert) / f"{gate_config.split}.csv")
-    best = None
-    if gate_config.min_improvement is not None:
-        best = best_registered(client, gate_config.registered_model, split_sha256, "map")
-    gate = quality_gate(metrics["map"], gate_config.min_map, gate_config.min_improvement, best)
-    log.info("quality gate: %s", gate.reason)
-    report |= gate.as_report()
-    write_json(report, cfg.paths.evaluate_report)
-    with run_status(client, run_id):
-        log_metrics(client, run_id, numeric(report))
-        client.set_tag(run_id, "odpipe.gate", gate.reason)
-        log_metrics(client, run_id, numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"))
-        reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
-        produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
-        exported_files = [export_dir / FORMAT_PATHS[f] for f in cfg.export.formats if f != "saved_model"]
-        tracked = (cfg.paths.track_report, cfg.paths.track, cfg.paths.track_frames)
-        log_artifacts(client, run_id, [Path(p) for p in (*reports, *produced, *tracked, *exported_files)])
-        if gate.passed:
-            name = gate_config.registered_model
-            version = register_model(client, run_id, export_dir, name, metrics, split_sha256)
-            log.info("registered %s version %s", name, version)
-        elif gate.passed is False and gate_config.strict_gate:
-            raise QualityGateError(f"quality gate failed (evaluate.strict_gate): {gate.reason}")
 
 
 if __name__ == "__main__":

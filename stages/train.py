@@ -8,25 +8,16 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.backbones import backbone_init, code_digest
-from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
+from odpipe.checkpoints import inputs_digest
 from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
-from odpipe.files import write_csv, write_json
-from odpipe.journal import Journal, resume_point, rows_table
+from odpipe.journal import Journal, resume_point
 from odpipe.manifest import folder_digest, sha256_file
 from odpipe.pipeline_config import load_pipeline
 from odpipe.project import project_root
-from odpipe.runs import (
-    DATA_VERSION_TAG,
-    RESUMED_AT_TAG,
-    RESUMED_FROM_TAG,
-    RunLogger,
-    create_run,
-    flatten,
-    resolve_tracking_uri,
-    write_run_file,
-)
+from odpipe.runs import flatten
 from odpipe.runtime import stage
 from odpipe.tfrecord import shard_pattern
+from odpipe.train_run import publish, train_run
 from odpipe.training import Progress, Schedule, check_val_data, fit
 
 log = logging.getLogger(__name__)
@@ -77,56 +68,25 @@ def main(cfg: DictConfig) -> None:
         log.info("%s done at step %d", cluster.task, outcome.last_step)
         return
 
-    with exclusive(work):
-        if not cfg.train.resume:
-            empty(work)
-        write_json(inputs, work / "inputs.json")  # what this folder trains, for people
-        restored, first_step = resume_point(work)
-        journal = Journal.open(work, first_step)
-        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
-        mlflow = RunLogger(uri)
-        previous = journal.run_id
-        tags = {DATA_VERSION_TAG: data_version}
-        if restored and previous:
-            tags |= {RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: str(first_step)}
-            done = "already trained" if first_step >= schedule.num_steps else "resuming from"
-            log.info("%s step %d (checkpoint %s); MLflow run %s continues", done, first_step, restored, previous)
-        params = flatten(
-            {"train": OmegaConf.to_container(cfg.train), "model": {"backbone_init": cfg.model.backbone_init}}
-        )
-        run_id = mlflow.start(lambda client: create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params, tags))
-        if restored and previous:
-            mlflow.close_interrupted(previous)
-        journal.set_run(run_id)
-        mlflow.history(journal.losses + journal.val)
-        progress = Progress(schedule.num_steps, first_step, schedule.max_minutes, journal.elapsed)
+    params = flatten({"train": OmegaConf.to_container(cfg.train), "model": {"backbone_init": cfg.model.backbone_init}})
+    with train_run(work, inputs, cfg.train.resume, cfg.mlflow, params, data_version, "val/map") as run:
+        progress = Progress(schedule.num_steps, run.first_step, schedule.max_minutes, run.journal.elapsed)
 
         def on_losses(step: int, scalars: dict[str, float]) -> None:
-            mlflow.metrics(scalars, step)
+            run.mlflow.metrics(scalars, step)
             log.info(progress.line(step, scalars))
 
         def on_val(step: int, metrics: dict[str, float]) -> None:
-            mlflow.metrics(metrics, step)
+            run.mlflow.metrics(metrics, step)
             log.info("val at step %d: %s", step, "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
 
-        with mlflow.status():
-            logged = (pipeline_config, cfg.paths.label_map, Path(cfg.paths.base_model) / "source.json")
-            mlflow.artifacts(Path(p) for p in logged)
-            with backbone_init(cfg.model.backbone_init, config):  # ImageNet weights for training's model only
-                outcome = fit(
-                    pipeline_config, work, schedule, strategy, journal, restored, True, on_losses, on_val, use_tpu
-                )
-            selection = outcome.selection(schedule.keep)
-            log.info("exporting the %s checkpoint: %s", schedule.keep, selection)
-            with publishing(Path(cfg.paths.train)) as out:
-                outcome.copy_to(out)
-                write_json(selection, out / Path(cfg.paths.train_selection).name)
-                write_run_file(out / Path(cfg.paths.mlflow_run).name, run_id, uri)
-            write_csv(*rows_table(journal.losses), cfg.paths.train_plot)
-            write_csv(*rows_table(journal.val), cfg.paths.val_plot)
-            mlflow.metrics({"train/last_step": outcome.last_step, "train/seconds": outcome.elapsed}, outcome.last_step)
-            mlflow.tags({"odpipe.selected_step": str(outcome.step), "odpipe.stop": outcome.stop})
-        mlflow.report()
+        logged = (pipeline_config, cfg.paths.label_map, Path(cfg.paths.base_model) / "source.json")
+        run.mlflow.artifacts(Path(p) for p in logged)
+        with backbone_init(cfg.model.backbone_init, config):  # ImageNet weights for training's model only
+            outcome = fit(
+                pipeline_config, work, schedule, strategy, run.journal, run.restored, True, on_losses, on_val, use_tpu
+            )
+        publish(run, outcome, schedule.keep, cfg.paths)
 
 
 if __name__ == "__main__":

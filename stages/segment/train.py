@@ -9,23 +9,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe import seg_losses, seg_models, seg_training
-from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
+from odpipe.checkpoints import inputs_digest
 from odpipe.distribute import check_batch, enable_memory_growth, make_strategy
-from odpipe.files import write_csv, write_json
-from odpipe.journal import Journal, resume_point, rows_table
 from odpipe.manifest import folder_digest, sha256_file
 from odpipe.mask_records import COUNTS
 from odpipe.project import project_root
-from odpipe.runs import (
-    DATA_VERSION_TAG,
-    RESUMED_AT_TAG,
-    RESUMED_FROM_TAG,
-    RunLogger,
-    create_run,
-    flatten,
-    resolve_tracking_uri,
-    write_run_file,
-)
+from odpipe.runs import flatten
 from odpipe.runtime import stage
 from odpipe.seg_export import SegmenterModule
 from odpipe.seg_losses import class_weights
@@ -42,6 +31,7 @@ from odpipe.seg_training import (
     train_dataset,
     val_scores,
 )
+from odpipe.train_run import publish, train_run
 
 log = logging.getLogger(__name__)
 MODEL_CODE = (seg_models, seg_losses, seg_training)  # what builds and trains the weights
@@ -90,25 +80,8 @@ def main(cfg: DictConfig) -> None:
         schedule.steps_per_epoch,
         work,
     )
-    with exclusive(work):
-        if not train.resume:
-            empty(work)
-        write_json(inputs, work / "inputs.json")
-        restored, first_epoch = resume_point(work)
-        journal = Journal.open(work, first_epoch, select=SELECT)
-        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd())
-        mlflow = RunLogger(uri)
-        previous, tags = journal.run_id, {DATA_VERSION_TAG: data_version}
-        if restored and previous:
-            tags |= {RESUMED_FROM_TAG: previous, RESUMED_AT_TAG: str(first_epoch)}
-            log.info("resuming from epoch %d (%s); MLflow run %s continues", first_epoch, restored, previous)
-        params = flatten({"train": OmegaConf.to_container(train), "model": model_cfg})
-        run_id = mlflow.start(lambda client: create_run(client, cfg.mlflow.experiment_name, Path.cwd(), params, tags))
-        if restored and previous:
-            mlflow.close_interrupted(previous)
-        journal.set_run(run_id)
-        mlflow.history(journal.losses + journal.val)
-
+    params = flatten({"train": OmegaConf.to_container(train), "model": model_cfg})
+    with train_run(work, inputs, train.resume, cfg.mlflow, params, data_version, SELECT, unit="epoch") as run:
         with strategy.scope():
             total = schedule.epochs * schedule.steps_per_epoch
             model = compiled_model(model_cfg, len(names), OmegaConf.to_container(train), weights, total)
@@ -120,34 +93,23 @@ def main(cfg: DictConfig) -> None:
             return val_scores(metrics)
 
         def on_losses(epoch: int, losses: dict[str, float]) -> None:
-            mlflow.metrics(losses, epoch)
+            run.mlflow.metrics(losses, epoch)
 
         def on_val(epoch: int, metrics: dict[str, float]) -> None:
-            mlflow.metrics(metrics, epoch)
-            best = journal.best or {"step": epoch, "metrics": metrics}
+            run.mlflow.metrics(metrics, epoch)
+            best = run.journal.best or {"step": epoch, "metrics": metrics}
             log.info(
                 "epoch %d/%d: loss %.4f  val mIoU %.4f  (best %.4f at epoch %d)",
                 epoch,
                 schedule.epochs,
-                journal.losses[-1]["loss"],
+                run.journal.losses[-1]["loss"],
                 metrics.get(SELECT, math.nan),
                 best["metrics"][SELECT],
                 best["step"],
             )
 
-        with mlflow.status():
-            outcome = fit_epochs(model, data, validate, work, schedule, journal, train.batch_size, on_losses, on_val)
-            selection = outcome.selection(schedule.keep)
-            log.info("exporting the %s checkpoint: %s", schedule.keep, selection)
-            with publishing(Path(cfg.paths.train)) as out:
-                outcome.copy_to(out)
-                write_json(selection, out / Path(cfg.paths.train_selection).name)
-                write_run_file(out / Path(cfg.paths.mlflow_run).name, run_id, uri)
-            write_csv(*rows_table(journal.losses), cfg.paths.train_plot)
-            write_csv(*rows_table(journal.val), cfg.paths.val_plot)
-            mlflow.metrics({"train/last_epoch": outcome.last_step, "train/seconds": outcome.elapsed}, outcome.last_step)
-            mlflow.tags({"odpipe.selected_epoch": str(outcome.step), "odpipe.stop": outcome.stop})
-        mlflow.report()
+        outcome = fit_epochs(model, data, validate, work, schedule, run.journal, train.batch_size, on_losses, on_val)
+        publish(run, outcome, schedule.keep, cfg.paths)
 
 
 if __name__ == "__main__":
