@@ -80,6 +80,15 @@ def test_quality_gate() -> None:
     assert quality_gate(0.1, 0.5, 0.01, None).passed is False  # but min_map still holds
 
 
+def test_the_segment_gate_speaks_of_its_own_metric_and_floor() -> None:
+    from odpipe.gate import SEGMENT_GATE, quality_gate
+
+    below = quality_gate(0.7, 0.8, None, None, SEGMENT_GATE)
+    assert below.passed is False and below.reason == "test mIoU 0.700 < evaluate.min_miou 0.8: not registered"
+    assert "evaluate.min_miou" in quality_gate(0.7, None, None, None, SEGMENT_GATE).reason
+    assert quality_gate(0.83, 0.8, 0.01, 0.81, SEGMENT_GATE).passed is True
+
+
 def test_confusion_pairs_have_background_row_and_column() -> None:
     from odpipe.evaluation import confusion_pairs
 
