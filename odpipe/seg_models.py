@@ -35,6 +35,7 @@ DEEPLAB_DEFAULTS: Mapping[str, Any] = {"weights": None, "alpha": 1.0, "atrous_ra
 
 # MobileNetV2's features DeepLabV3+ reads: the expansion of block 3 (before its stride-2 depthwise
 # convolution) is the last stride-4 activation, that of block 13 the last at stride 16.
+BATCHNORM_MOMENTUM = 0.99  # Keras' default for a BatchNormalization layer
 LOW_LEVEL_LAYER = "block_3_expand_relu"
 HIGH_LEVEL_LAYER = "block_13_expand_relu"
 LOW_LEVEL_FILTERS = 48
@@ -131,6 +132,12 @@ def build_deeplabv3plus(
     backbone = tf.keras.applications.MobileNetV2(
         input_shape=(None, None, 3), include_top=False, weights=weights, alpha=alpha
     )
+    for layer in backbone.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            # Keras' MobileNetV2 keeps BatchNorm statistics with momentum 0.999 (a window of ~1000
+            # steps, for ImageNet's 100k+): from scratch, the inference-mode statistics then lag the
+            # weights for thousands of steps and val predictions are garbage while training's are fine.
+            layer.momentum = BATCHNORM_MOMENTUM
     outputs = [backbone.get_layer(name).output for name in (LOW_LEVEL_LAYER, HIGH_LEVEL_LAYER)]
     encoder = tf.keras.Model(backbone.input, outputs, name="mobilenetv2_encoder")
     pixels = tf.keras.Input((None, None, 3), name="pixels")

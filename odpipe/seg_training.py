@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SELECT = "val/mIoU"  # what "best" means
 LOSS = "loss"
 IMAGES_PER_SECOND = "train/images_per_second"
+VAL_SECONDS = "val/seconds"
 PROGRESS_SECONDS = 30.0
 SHUFFLE_BUFFER = 512  # examples: the records are written in a seeded random order already
 ScalarCallback = Callable[[int, dict[str, float]], None]
@@ -211,7 +212,8 @@ def fit_epochs(
             }
             journal.add_losses(epoch, losses, elapsed())
             on_losses(epoch, losses)
-            metrics = validate()
+            val_start = time.monotonic()
+            metrics = validate() | {VAL_SECONDS: time.monotonic() - val_start}  # what validation costs the run
             journal.add_val(epoch, metrics, prefix, elapsed())
             on_val(epoch, metrics)
             if journal.patience_ran_out(schedule.patience):
