@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from odpipe.formats import Issue
-from odpipe.images import DECODE_ERRORS, ImageTooLargeError, normalise_image, pixel_limit
+from odpipe.images import DECODE_ERRORS, ImageTooLargeError, Normalised, normalise_image, pixel_limit
 from odpipe.index_masks import VOID, encode_png
 from odpipe.masks import MaskDataset, MaskError, MaskPair, load_index_mask
 
@@ -30,7 +30,7 @@ from odpipe.masks import MaskDataset, MaskError, MaskPair, load_index_mask
 class Checked:
     """The decision on one pair."""
 
-    image: str | None
+    image: str | None  # the image; for a mask without its image, the mask (what the decision is filed under)
     kept: bool
     reason: str | None  # stable code when dropped
     detail: str  # for people: names the file(s)
@@ -38,17 +38,20 @@ class Checked:
     classes_present: tuple[int, ...]  # sorted class ids with at least one pixel
     size: tuple[int, int] | None  # (width, height)
     notes: tuple[Issue, ...]  # kept, but worth knowing
+    # When the image had to change to be read as its labeller saw it (EXIF rotation) or to go
+    # into a TFRecord (BMP, WebP, CMYK, 16-bit...): its new JPEG bytes; None when it passes as is.
+    converted: bytes | None = None
 
 
 def _dropped(image: str | None, reason: str, detail: str) -> Checked:
     return Checked(image, False, reason, detail, None, (), None, ())
 
 
-def _image_size(root: Path, image: str, mask_size: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
-    """The image's size as its labelling tool showed it: an EXIF rotation counts unless the
-    mask has the unrotated shape (the same rule as for a detection annotation's size)."""
-    decoded = normalise_image((root / image).read_bytes(), mask_size, max_pixels)
-    return decoded.width, decoded.height
+def _normalised(root: Path, image: str, mask_size: tuple[int, int], max_pixels: int | None) -> Normalised:
+    """The image as its labelling tool showed it (an EXIF rotation counts unless the mask has
+    the unrotated shape, the same rule as for a detection annotation's size), with new bytes
+    when it had to be converted."""
+    return normalise_image((root / image).read_bytes(), mask_size, max_pixels)
 
 
 def _notes(pair: MaskPair, unknown: Mapping[str, int], present: tuple[int, ...], background: int | None) -> list[Issue]:
@@ -66,8 +69,8 @@ def _notes(pair: MaskPair, unknown: Mapping[str, int], present: tuple[int, ...],
 def check_pair(root: Path, pair: MaskPair, dataset: MaskDataset, options: Mapping, max_pixels: int | None) -> Checked:
     """Decide on one pair: the mask is read first (its size says how an EXIF-rotated image was
     shown), then the image is decoded in full, so a truncated file is caught here."""
-    if pair.image is None:
-        return _dropped(None, "image_missing", f"{pair.where}: no image found for this mask")
+    if pair.image is None:  # filed under the mask's own path, as detection files an orphan annotation
+        return _dropped(pair.where, "image_missing", f"{pair.where}: no image found for this mask")
     try:
         with pixel_limit(max_pixels):
             ids, unknown = load_index_mask(root, pair, dataset, options)
@@ -77,17 +80,19 @@ def check_pair(root: Path, pair: MaskPair, dataset: MaskDataset, options: Mappin
         return _dropped(pair.image, "image_too_large", f"{pair.where}: {err}")
     height, width = ids.shape
     try:
-        size = _image_size(root, pair.image, (width, height), max_pixels)
+        image = _normalised(root, pair.image, (width, height), max_pixels)
     except ImageTooLargeError as err:
         return _dropped(pair.image, "image_too_large", f"{pair.image}: {err}")
     except DECODE_ERRORS as err:
         return _dropped(pair.image, "image_unreadable", f"{pair.image}: {err}")
     except Exception as err:  # noqa: BLE001  Pillow raises more than it documents on malformed files
         return _dropped(pair.image, "image_unreadable", f"{pair.image}: {err!r}")
-    if size != (width, height):
-        detail = f"{pair.image} is {size[0]}x{size[1]}, its mask {pair.where} is {width}x{height}"
+    if (image.width, image.height) != (width, height):
+        detail = f"{pair.image} is {image.width}x{image.height}, its mask {pair.where} is {width}x{height}"
         return _dropped(pair.image, "size_mismatch", detail)
     counts = np.bincount(ids.ravel(), minlength=VOID + 1)[:VOID]
     present = tuple(int(i) for i in np.flatnonzero(counts))
     notes = _notes(pair, unknown, present, dataset.classes.background)
-    return Checked(pair.image, True, None, "", encode_png(ids), present, (width, height), tuple(notes))
+    notes += [Issue(pair.image, change, f"{pair.image}: {change}") for change in image.changes]
+    png = encode_png(ids)
+    return Checked(pair.image, True, None, "", png, present, (width, height), tuple(notes), image.data)

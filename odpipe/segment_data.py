@@ -82,6 +82,12 @@ def mask_name(image: str) -> str:
     return f"{image}.png"
 
 
+def converted_name(image: str) -> str:
+    """A converted image's name: it holds JPEG bytes now (``a.bmp`` -> ``a.bmp.jpg``: appending
+    never collides with another input; a rotated ``a.jpg`` keeps its name)."""
+    return image if image.lower().endswith((".jpg", ".jpeg")) else f"{image}.jpg"
+
+
 def inspect_pair(pair: MaskPair, root: Path, dataset: MaskDataset, options: Mapping, max_pixels: int | None) -> Seen:
     """Runs in a worker: the pair's checks, the image's hash and the mask's histogram."""
     checked = check_pair(root, pair, dataset, options, max_pixels)
@@ -118,9 +124,8 @@ def _settle(
 ) -> None:
     """One pair's decision, in input order."""
     checked = seen.checked
-    where = checked.image or checked.detail
     if not checked.kept:
-        result.dropped.append(Issue(where, checked.reason or "unusable", checked.detail))
+        result.dropped.append(Issue(checked.image, checked.reason, checked.detail))
         return
     first = firsts.get(seen.sha256)
     if first is not None:
@@ -128,13 +133,14 @@ def _settle(
         return
     firsts.add(seen.sha256, checked.image)
     result.notes.extend(checked.notes)
-    image_path, mask = images_out / checked.image, mask_name(checked.image)
+    name = converted_name(checked.image) if checked.converted else checked.image
+    image_path, mask = images_out / name, mask_name(name)
     image_path.parent.mkdir(parents=True, exist_ok=True)
-    image_path.write_bytes((root / checked.image).read_bytes())
+    image_path.write_bytes(checked.converted or (root / checked.image).read_bytes())
     (masks_out / mask).parent.mkdir(parents=True, exist_ok=True)
     (masks_out / mask).write_bytes(checked.mask_png)
     width, height = checked.size
-    result.rows.append(Row(checked.image, mask, width, height, checked.classes_present))
+    result.rows.append(Row(name, mask, width, height, checked.classes_present))
     result.shas.append(seen.sha256)
     result.pixels.append(seen.pixels)
 
