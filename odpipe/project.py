@@ -18,7 +18,10 @@ import yaml
 from odpipe.runtime import TASK_FOLDERS
 
 # Produced by running the pipeline, never part of a copy.
-RUN_PRODUCTS = (".venv", "data", "models", "reports", "mlflow.db", "mlruns", "dvc.lock", "__pycache__", ".pytest_cache")
+RUN_PRODUCTS = (
+    ".venv", "data", "models", "reports", "mlflow.db", "mlruns", "dvc.lock", "__pycache__", ".pytest_cache",
+    ".cache",  # training work folders: a copy with the same inputs would resume from the source's checkpoints
+)  # fmt: skip
 
 
 def project_root(cwd: Path) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -148,6 +149,64 @@ class ProgressLog(tf.keras.callbacks.Callback):
         )
 
 
+class EpochEnd(tf.keras.callbacks.Callback):
+    """What happens after each epoch, inside one ``fit`` call: checkpoint, journal, val, the
+    decision to stop. (One ``fit`` per epoch would rebuild the input pipeline each time, and
+    tearing down an endless ``tf.data`` pipeline waits for its autotuner: up to 20 s an epoch.)"""
+
+    def __init__(
+        self,
+        manager: tf.train.CheckpointManager,
+        trained: tf.Variable,
+        validate: Callable[[], dict[str, float]],
+        schedule: EpochSchedule,
+        journal: Journal,
+        images_per_epoch: int,
+        elapsed: Callable[[], float],
+        interrupted: threading.Event,
+        on_losses: ScalarCallback,
+        on_val: ScalarCallback,
+    ) -> None:
+        super().__init__()
+        self.manager, self.trained, self.validate = manager, trained, validate
+        self.schedule, self.journal, self.images_per_epoch = schedule, journal, images_per_epoch
+        self.elapsed, self.interrupted = elapsed, interrupted
+        self.on_losses, self.on_val = on_losses, on_val
+        self.stop, self.epoch_start = "epochs", time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds, done = time.monotonic() - self.epoch_start, epoch + 1
+        loss = float((logs or {}).get(LOSS, math.nan))
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged: the loss of epoch {done} is {loss}; lower train.learning_rate or check the data"
+            )
+        self.trained.assign(done)
+        prefix = self.manager.save(checkpoint_number=done)
+        if self.interrupted.is_set():  # this checkpoint is kept: a resume starts from it
+            raise KeyboardInterrupt
+        losses = {
+            LOSS: loss,
+            "learning_rate": float(tf.keras.backend.get_value(self.model.optimizer.learning_rate)),
+            # training alone (validation excluded): what make bench-segment compares with a bare fit
+            IMAGES_PER_SECOND: self.images_per_epoch / seconds,
+        }
+        self.journal.add_losses(done, losses, self.elapsed())
+        self.on_losses(done, losses)
+        val_start = time.monotonic()
+        metrics = self.validate() | {VAL_SECONDS: time.monotonic() - val_start}  # what validation costs the run
+        self.journal.add_val(done, metrics, prefix, self.elapsed())
+        self.on_val(done, metrics)
+        if self.journal.patience_ran_out(self.schedule.patience):
+            self.stop = "patience"
+        elif self.schedule.out_of_time(self.elapsed()):
+            self.stop = "budget"
+        self.model.stop_training = self.stop != "epochs"
+
+
 def fit_epochs(
     model: tf.keras.Model,
     data: tf.data.Dataset,
@@ -159,8 +218,8 @@ def fit_epochs(
     on_losses: ScalarCallback,
     on_val: ScalarCallback,
 ) -> Outcome:
-    """Train ``model`` (compiled) epoch by epoch into ``work``, resuming from its latest
-    checkpoint there; each epoch checkpointed, scored on val and journaled."""
+    """Train ``model`` (compiled) into ``work``, resuming from its latest checkpoint there;
+    each epoch checkpointed, scored on val and journaled (:class:`EpochEnd`)."""
     # ``step`` holds the epochs trained, under the name detection's checkpoints give their step,
     # so that the shared checkpoint and journal code reads either.
     trained = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -171,55 +230,32 @@ def fit_epochs(
         checkpoint.restore(restored).expect_partial()
     first = checkpoint_step(restored) if restored else 0
     started, earlier = time.monotonic(), journal.elapsed
-    progress = ProgressLog(schedule, batch_size, first)
-    epoch, stop = first, "epochs"
 
     def elapsed() -> float:
         return earlier + time.monotonic() - started
 
+    stop = "epochs"
     if restored and journal.patience_ran_out(schedule.patience):
         stop = "patience"
     elif restored and schedule.out_of_time(earlier):
         stop = "budget"
-    with interrupt_requests() as interrupted:
-        while stop == "epochs" and epoch < schedule.epochs:
-            fit_start = time.monotonic()
-            history = model.fit(
+    if stop == "epochs" and first < schedule.epochs:
+        with interrupt_requests() as interrupted:
+            end = EpochEnd(
+                manager, trained, validate, schedule, journal, schedule.steps_per_epoch * batch_size,
+                elapsed, interrupted, on_losses, on_val,
+            )  # fmt: skip
+            progress = ProgressLog(schedule, batch_size, first)
+            model.fit(
                 data,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
+                initial_epoch=first,
+                epochs=schedule.epochs,
                 steps_per_epoch=schedule.steps_per_epoch,
-                callbacks=[progress],
+                callbacks=[progress, end],
                 verbose=0,
             )
-            fit_seconds = time.monotonic() - fit_start
-            epoch += 1
-            loss = float(history.history[LOSS][-1])
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"training diverged: the loss of epoch {epoch} is {loss}; "
-                    "lower train.learning_rate or check the data"
-                )
-            trained.assign(epoch)
-            prefix = manager.save(checkpoint_number=epoch)
-            if interrupted.is_set():
-                raise KeyboardInterrupt
-            losses = {
-                LOSS: loss,
-                "learning_rate": float(tf.keras.backend.get_value(model.optimizer.learning_rate)),
-                # training alone (validation excluded): what make bench-segment compares with a bare fit
-                IMAGES_PER_SECOND: schedule.steps_per_epoch * batch_size / fit_seconds,
-            }
-            journal.add_losses(epoch, losses, elapsed())
-            on_losses(epoch, losses)
-            val_start = time.monotonic()
-            metrics = validate() | {VAL_SECONDS: time.monotonic() - val_start}  # what validation costs the run
-            journal.add_val(epoch, metrics, prefix, elapsed())
-            on_val(epoch, metrics)
-            if journal.patience_ran_out(schedule.patience):
-                stop = "patience"
-            elif schedule.out_of_time(elapsed()):
-                stop = "budget"
+            stop = end.stop
+    epoch = int(trained.numpy())  # the last epoch checkpointed: restored, or trained here
     seconds = elapsed() if epoch > first else earlier
     if schedule.keep == "best" and journal.best is not None:
         best = journal.best

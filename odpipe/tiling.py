@@ -88,6 +88,7 @@ def sliding_window_probabilities(
         lambda start, _: start < tf.shape(origins)[0],
         add_windows,
         (tf.constant(0), tf.zeros([padded_height, padded_width, num_classes])),
+        parallel_iterations=1,  # one batch of windows at a time: TF's default 10 held ten in memory
     )
     counts = _coverage(rows, window_height, padded_height)[:, None] * _coverage(cols, window_width, padded_width)
     return (sums / counts[..., None])[:height, :width]
