@@ -6,14 +6,18 @@ from segment/ as ``dvc repro segment/dvc.yaml`` runs it, without DVC's hashing a
 it. Wall time (split into start-up, work and end) and peak RSS are measured as
 benchmarks/data_speed.py measures them: its ``measured`` is reused, so peak RSS is the kernel's
 high-water mark of the stage's largest process, and "tree" the polled sum over its processes.
+Linux keeps a process's high-water mark across exec, so a child's is never below the RSS of the
+process that started it: this one never loads TensorFlow before its last child has run.
 
 1. Training throughput: the train stage on ``--images`` built-in images for ``--epochs`` epochs,
    read from its own journal (``train/images_per_second`` per epoch: training alone, val excluded;
    the first epoch, which traces, skipped), against a bare ``model.fit`` in a process of its own:
    the same compiled model, optimizer and loss (``seg_training.compiled_model``), batch and crop
-   size, on the train records decoded once into numpy crops, timed over as many epochs of as many
-   steps after a warm-up epoch. The model is small by default (``SMALL_MODEL``) so that this takes
-   minutes on a CPU; overrides change it.
+   size, on the train records decoded once into numpy crops (one random crop each), timed epoch by
+   epoch over as many epochs of as many steps after a warm-up epoch. Each side's figure is the
+   median of its epochs' images/s, which a few epochs slowed by other work on the machine do not
+   move. The model is small by default (``SMALL_MODEL``) so that this takes minutes on a CPU;
+   overrides change it.
 2. Data stages: ingest, clean_split and tfrecord at each ``--sizes``, peak RSS at the largest over
    the smallest; then, on the largest, the tfrecord stage without augmentation
    (``augment.copies=0``: the records hold the clean bytes as they are) against the floor, a
@@ -33,7 +37,7 @@ data_speed's: a run changes nothing git tracks). Hydra overrides apply to every 
 (after ``SMALL_MODEL``) and to the sliding windows' model. A failed run is reported (its log stays
 in the run folder) and the benchmark goes on without what depends on it.
 
-Usage: python benchmarks/segment_speed.py [--quick] [--images 300] [--epochs 4] [--sizes 1000 10000]
+Usage: python benchmarks/segment_speed.py [--quick] [--images 300] [--epochs 6] [--sizes 1000 10000]
        [--repeats 3] [--large-tile 512] [--keep] [--json PATH] [hydra overrides ...]
 """
 
@@ -60,7 +64,7 @@ SCRIPT = str(Path(__file__).resolve())
 TASK = "segment"
 DATA_STAGES = ("ingest", "clean_split", "tfrecord")
 SMALL_MODEL = ("model.alpha=0.35", "segment.tile_size=96")  # the train part's default, before overrides
-FULL = {"images": 300, "epochs": 4, "sizes": [1000, 10000], "repeats": 3}
+FULL = {"images": 300, "epochs": 6, "sizes": [1000, 10000], "repeats": 3}
 QUICK = {"images": 100, "epochs": 2, "sizes": [100, 400], "repeats": 1}
 WINDOW_IMAGE = (1024, 2048)  # height, width: a Cityscapes frame
 RESULT = "SEGMENT_SPEED_RESULT"  # a child process's result: this word, then JSON, on one line
@@ -96,12 +100,21 @@ def bare_fit(folder: Path, epochs: int) -> dict:
     pixels = json.loads((folder / params.paths.clean_split_report).read_text())["splits"]["train"]["pixels"]
     weights = class_weights([pixels[name] for name in names], train["class_weights"])
     model = compiled_model(OmegaConf.to_container(params.model), len(names), train, weights, epochs * steps)
+    seconds: list[float] = []
+
+    class EpochTimes(tf.keras.callbacks.Callback):
+        """Each epoch's seconds (epoch hooks only: no per-step synchronisation)."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.start = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds.append(time.monotonic() - self.start)
+
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # warm-up: tracing
-    start = time.monotonic()
-    model.fit(x, y, batch_size=batch, initial_epoch=1, epochs=epochs, verbose=0)
-    seconds = time.monotonic() - start
-    images = (epochs - 1) * steps * batch
-    return {"images_per_second": images / seconds, "timed_images": images, "timed_seconds": seconds}
+    model.fit(x, y, batch_size=batch, initial_epoch=1, epochs=epochs, verbose=0, callbacks=[EpochTimes()])
+    rates = [steps * batch / s for s in seconds]
+    return {"images_per_second": statistics.median(rates), "epoch_rates": rates}
 
 
 def whole_image(model: Callable) -> Callable:
@@ -138,7 +151,7 @@ def window_inference(mode: str, tile: int, repeats: int, overrides: list[str]) -
     model = build_model(model_cfg["architecture"], len(cfg.dataset.classes), model_cfg)
     shape = (tile, tile, 3) if mode == "baseline" else (*WINDOW_IMAGE, 3)
     image = tf.constant(np.random.default_rng(0).uniform(0, 255, shape), tf.float32)
-    module = SegmenterModule(model, tile, cfg.segment.tile_overlap)  # held: its tf.function refers to it weakly
+    module = SegmenterModule(model, tile, cfg.segment.tile_overlap)  # kept: its tf.function holds it weakly
     segment = whole_image(model) if mode == "whole" else module.segment_pixels
     segment(image)["class_map"].numpy()
     seconds = []
@@ -152,18 +165,19 @@ def window_inference(mode: str, tile: int, repeats: int, overrides: list[str]) -
 def pair_floor(images: Path, masks: Path, out: Path) -> int:
     """The floor of the tfrecord stage without augmentation: every clean image and mask read and
     their bytes written to one file. Prints data_speed's start and end lines; returns the images."""
-    names = sorted(os.listdir(images))
-    mask_names = sorted(os.listdir(masks))
+    image_files = files_under(images)
+    every_file = [*image_files, *files_under(masks)]
     with open(out, "wb") as f:
         print(READY, time.time(), flush=True)
-        for folder, files in ((images, names), (masks, mask_names)):
-            for name in files:
-                f.write((folder / name).read_bytes())
-    print(DONE, f"{time.time()},{len(names)}", flush=True)
-    return len(names)
+        for path in every_file:
+            f.write(path.read_bytes())
+    print(DONE, f"{time.time()},{len(image_files)}", flush=True)
+    return len(image_files)
 
 
 def child_main(name: str, argv: list[str]) -> int:
+    """``--floor IMAGES MASKS OUT``, ``--bare-fit FOLDER EPOCHS`` or ``--window MODE TILE REPEATS
+    [override ...]``: one child, in this process, its result printed for the parent to read."""
     if name == "--floor":
         pair_floor(*(Path(a) for a in argv))
         return 0
@@ -180,6 +194,17 @@ CHILDREN = ("--floor", "--bare-fit", "--window")
 
 
 # --- running stages and children ---------------------------------------------------------------
+
+
+def measure(cmd: list[str], cwd: Path, log: Path, watch: Path | None = None) -> dict:
+    """data_speed's ``measured``, from a process without TensorFlow (Linux keeps a process's peak
+    RSS across exec, so a child's ``ru_maxrss`` is at least the RSS this process had when it
+    started it: TensorFlow loaded here would put ~500 MB under every figure), with the load
+    average when it started, which says how much other work shared the machine."""
+    if "tensorflow" in sys.modules:
+        raise SystemExit("segment_speed: TensorFlow is loaded in the benchmark's own process; load it in children only")
+    load = os.getloadavg()[0]
+    return measured(cmd, cwd, log, watch) | {"load_average": load}
 
 
 def child_result(run: dict) -> dict:
@@ -208,7 +233,7 @@ def run_stage(folder: Path, name: str, logs: Path, overrides: tuple[str, ...] = 
         watch = folder / load_params(folder).paths[WATCHED[name]]
         shutil.rmtree(watch, ignore_errors=True)  # the stage recreates it; stale files would end start-up
     tag = "_".join([name, *(o.replace("=", "") for o in overrides)])
-    run = measured([*stage_command(folder, name), *overrides], folder, logs / f"{tag}.log", watch)
+    run = measure([*stage_command(folder, name), *overrides], folder, logs / f"{tag}.log", watch)
     print(f"    {tag:26s} {run['wall_s']:8.1f} s  peak RSS {run['peak_rss_mb']:7.0f} MB", flush=True)
     return run | {"overrides": list(overrides)}
 
@@ -239,31 +264,28 @@ def run_data_stages(folder: Path, logs: Path) -> dict:
 
 
 def run_train(folder: Path, epochs: int, logs: Path) -> dict:
-    """The train stage, its steady images/s from its journal, and the bare fit on its records."""
-    from odpipe.files import read_jsonl
-    from odpipe.journal import Journal
+    """The train stage and the bare fit on its records; the bare fit's images/s, the median of its
+    epochs' after the first (a machine shared with other work slows some epochs; the median
+    ignores a few). The stage's come from its journal, read by :func:`stage_rates` once nothing
+    more is measured."""
     from odpipe.project import project_root
     from odpipe.runtime import load_params
-    from odpipe.seg_training import IMAGES_PER_SECOND
 
     params = load_params(folder)
     work_root = project_root(folder) / params.paths.train_work
     # copy_project keeps .cache/: a work folder of the source with the same inputs would resume.
     shutil.rmtree(work_root, ignore_errors=True)
     out: dict[str, dict] = {}
-    try:
-        stage = run_stage(folder, "train", logs)
-        (work,) = work_root.iterdir()
-        rates = [row[IMAGES_PER_SECOND] for row in read_jsonl(work / Journal.LOSSES) if row["step"] > 1]
-        out["stage"] = stage | {"images_per_second": statistics.harmonic_mean(rates), "epoch_rates": rates}
-    except RuntimeError as error:
-        out["stage"] = failed("train", error)
-    try:
-        bare = measured([sys.executable, SCRIPT, "--bare-fit", str(folder), str(epochs)], folder, logs / "bare_fit.log")
-        out["bare"] = child_result(bare)
-        print(f"    {'bare model.fit':26s} {bare['wall_s']:8.1f} s  peak RSS {bare['peak_rss_mb']:7.0f} MB", flush=True)
-    except RuntimeError as error:
-        out["bare"] = failed("bare model.fit", error)
+    for name, cmd in (
+        ("stage", stage_command(folder, "train")),
+        ("bare", [sys.executable, SCRIPT, "--bare-fit", str(folder), str(epochs)]),
+    ):
+        try:
+            run = measure(cmd, folder, logs / f"train_{name}.log")
+            out[name] = child_result(run) if name == "bare" else run
+            print(f"    train {name:20s} {run['wall_s']:8.1f} s  peak RSS {run['peak_rss_mb']:7.0f} MB", flush=True)
+        except RuntimeError as error:
+            out[name] = failed(f"train {name}", error)
     model = params.model
     out["setup"] = {
         "epochs": epochs,
@@ -274,8 +296,23 @@ def run_train(folder: Path, epochs: int, logs: Path) -> dict:
     return out
 
 
-def file_bytes(folder: Path) -> int:
-    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+def stage_rates(folder: Path) -> dict:
+    """The train stage's images/s per epoch after the first, from its journal, and their median.
+    Loads TensorFlow (:mod:`odpipe.seg_training`), so only after the last process is measured."""
+    from odpipe.files import read_jsonl
+    from odpipe.journal import Journal
+    from odpipe.project import project_root
+    from odpipe.runtime import load_params
+    from odpipe.seg_training import IMAGES_PER_SECOND
+
+    (work,) = (project_root(folder) / load_params(folder).paths.train_work).iterdir()
+    rates = [row[IMAGES_PER_SECOND] for row in read_jsonl(work / Journal.LOSSES) if row["step"] > 1]
+    return {"images_per_second": statistics.median(rates), "epoch_rates": rates}
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (a format's own subfolders included), sorted."""
+    return sorted(Path(parent) / name for parent, _, names in os.walk(folder) for name in names)
 
 
 def run_write_speed(folder: Path, floor_file: Path, logs: Path) -> dict:
@@ -285,14 +322,14 @@ def run_write_speed(folder: Path, floor_file: Path, logs: Path) -> dict:
 
     paths = load_params(folder).paths
     images, masks = folder / paths.clean_images, folder / paths.clean_masks
-    megabytes = (file_bytes(images) + file_bytes(masks)) / MB
+    megabytes = sum(path.stat().st_size for path in [*files_under(images), *files_under(masks)]) / MB
     out: dict[str, dict] = {}
     try:
         out["tfrecord"] = run_stage(folder, "tfrecord", logs, ("augment.copies=0",))
     except RuntimeError as error:
         out["tfrecord"] = failed("tfrecord augment.copies=0", error)
     try:
-        out["floor"] = measured(
+        out["floor"] = measure(
             [sys.executable, SCRIPT, "--floor", str(images), str(masks), str(floor_file)], ROOT, logs / "floor.log"
         )
         floor_file.unlink()
@@ -317,7 +354,7 @@ def run_windows(tile: int, large_tile: int, repeats: int, overrides: list[str], 
     for name, (mode, size) in modes.items():
         cmd = [sys.executable, SCRIPT, "--window", mode, str(size), str(repeats), *overrides]
         try:
-            run = out[name] = child_result(measured(cmd, ROOT, logs / f"window_{mode}_{size}.log"))
+            run = out[name] = child_result(measure(cmd, ROOT, logs / f"window_{mode}_{size}.log"))
             print(
                 f"    {name:26s} {run['seconds_per_image']:8.2f} s/image  peak RSS {run['peak_rss_mb']:7.0f} MB",
                 flush=True,
@@ -395,9 +432,10 @@ def report(results: dict) -> None:
         if "error" in run:
             print(f"  {name:16s} FAILED: {run['error']}")
             continue
+        epochs = " ".join(f"{rate:.1f}" for rate in run["epoch_rates"])
         print(
-            f"  {name:16s} {run['images_per_second']:7.1f} images/s  wall {run['wall_s']:6.0f} s  "
-            f"peak RSS {run['peak_rss_mb']:6.0f} MB"
+            f"  {name:16s} {run['images_per_second']:7.1f} images/s (epochs: {epochs})  wall {run['wall_s']:4.0f} s  "
+            f"peak RSS {run['peak_rss_mb']:5.0f} MB  load average {run['load_average']:.1f}"
         )
 
     print("\ndata stages:")
@@ -420,7 +458,10 @@ def report(results: dict) -> None:
         if "error" in run:
             print(f"  {name:16s} FAILED: {run['error']}")
             continue
-        print(f"  {name:16s} {run['seconds_per_image']:7.2f} s/image  peak RSS {run['peak_rss_mb']:6.0f} MB")
+        print(
+            f"  {name:16s} {run['seconds_per_image']:7.2f} s/image  peak RSS {run['peak_rss_mb']:6.0f} MB  "
+            f"load average {run['load_average']:.1f}"
+        )
     print(
         "  (on a GPU, whole-image inference is bounded by GPU memory, which grows with the image;"
         " windows bound it by the tile, at any image size)"
@@ -489,6 +530,8 @@ def main() -> int:
         print(f"  sliding windows ({time.strftime('%H:%M:%S')})", flush=True)
         tile = compose_config(ROOT, [f"task={TASK}", *overrides]).segment.tile_size
         results["windows"] = run_windows(tile, args.large_tile, chosen["repeats"], overrides, logs)
+        if "error" not in results["train"]["stage"]:
+            results["train"]["stage"] |= stage_rates(folders[chosen["images"]])
         results["goals"] = goals(results)
     finally:
         if not args.keep:
