@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from odpipe.index_masks import decode_png
 from odpipe.seg_metrics import confusion, image_miou
 from odpipe.segment_data import Row
 
@@ -41,11 +41,6 @@ class SplitScores:
         return [int(i) for i in np.argsort(scores, kind="stable")[:count]]
 
 
-def read_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as opened:
-        return np.asarray(opened)
-
-
 def score_rows(segment: Segment, rows: Sequence[Row], images: Path, masks: Path, num_classes: int) -> SplitScores:
     """Segment every row's image (timed) and score it against its mask; memory stays flat."""
     scores = SplitScores(np.zeros((num_classes, num_classes), dtype=np.int64))
@@ -54,7 +49,7 @@ def score_rows(segment: Segment, rows: Sequence[Row], images: Path, masks: Path,
         start = time.perf_counter()
         predicted = segment(encoded)
         scores.seconds.append(time.perf_counter() - start)
-        truth = read_mask(masks / row.mask)
+        truth = decode_png((masks / row.mask).read_bytes())
         scores.confusion += confusion(truth, predicted, num_classes)
         scores.image_miou.append(image_miou(truth, predicted, num_classes))
     return scores

@@ -12,21 +12,19 @@ output is the same for any number of workers.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from odpipe.cleaning import FirstCopies
 from odpipe.files import iter_csv, write_csv
 from odpipe.formats import Issue
-from odpipe.index_masks import VOID
+from odpipe.index_masks import VOID, decode_png
 from odpipe.mask_cleaning import Checked, check_pair
 from odpipe.masks import MaskDataset, MaskPair
 from odpipe.parallel import Workers
@@ -94,8 +92,7 @@ def inspect_pair(pair: MaskPair, root: Path, dataset: MaskDataset, options: Mapp
     if not checked.kept:
         return Seen(checked, "", ())
     digest = hashlib.sha256(Path(os.path.join(root, checked.image)).read_bytes()).hexdigest()
-    with Image.open(io.BytesIO(checked.mask_png)) as opened:
-        counts = np.bincount(np.asarray(opened).ravel(), minlength=VOID + 1)
+    counts = np.bincount(decode_png(checked.mask_png).ravel(), minlength=VOID + 1)
     return Seen(checked, digest, (*counts[: len(dataset.classes.names)].tolist(), int(counts[VOID])))
 
 
@@ -177,7 +174,7 @@ def read_rows(path: Path) -> list[Row]:
     return [Row.from_csv(r) for r in iter_csv(path)]
 
 
-def _count(items: Iterator[str] | Sequence[str]) -> dict[str, int]:
+def _count(items: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(items).items()))
 
 

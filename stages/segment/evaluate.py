@@ -10,9 +10,10 @@ from omegaconf import DictConfig
 
 from odpipe.files import fresh_dir, write_csv
 from odpipe.gate import SEGMENT_GATE
+from odpipe.index_masks import decode_png
 from odpipe.results import record_results
 from odpipe.runtime import stage
-from odpipe.seg_evaluation import read_mask, score_rows
+from odpipe.seg_evaluation import score_rows
 from odpipe.seg_export import load_segmenter
 from odpipe.seg_metrics import (
     flat_metrics,
@@ -53,7 +54,7 @@ def main(cfg: DictConfig) -> None:
     for i in scores.worst(cfg.evaluate.num_samples):
         encoded = (images / rows[i].image).read_bytes()
         caption = f"{rows[i].image}  mIoU {scores.image_miou[i]:.3f}"
-        worst.append((encoded, read_mask(masks / rows[i].mask), segmenter.predict(encoded)[0], caption))
+        worst.append((encoded, decode_png((masks / rows[i].mask).read_bytes()), segmenter.predict(encoded)[0], caption))
     gallery(worst, colors, names).save(samples / "worst.jpg", quality=90)
 
     reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
