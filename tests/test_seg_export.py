@@ -44,7 +44,10 @@ def _encoded(image: np.ndarray, fmt: str) -> bytes:
 
 
 def _in_memory(model: tf.keras.Model, image: np.ndarray) -> np.ndarray:
-    return sliding_window_probabilities(model, tf.constant(image, tf.float32), len(NAMES), TILE, OVERLAP).numpy()
+    # training=False said, not left to Keras' global learning phase, which the OD API's evaluation
+    # sets (and leaves set) in this same test process.
+    inference = lambda windows: model(windows, training=False)  # noqa: E731
+    return sliding_window_probabilities(inference, tf.constant(image, tf.float32), len(NAMES), TILE, OVERLAP).numpy()
 
 
 @pytest.mark.parametrize("size", [(40, 50), (50, 70), (150, 100)])  # within a tile, one side over, both over

@@ -98,10 +98,13 @@ def test_overlapping_windows_are_averaged_like_the_numpy_reference() -> None:
 def test_an_image_within_a_tile_runs_whole_padded_to_the_stride() -> None:
     model = build_model("unet", 3, {"base_filters": 4, "depth": 2})
     image = np.random.default_rng(0).uniform(0, 255, (40, 50, 3)).astype(np.float32)
-    probabilities = sliding_window_probabilities(model, tf.constant(image), 3, 64, 0.25).numpy()
+    # training=False said, not left to Keras' global learning phase, which the OD API's evaluation
+    # sets (and leaves set) in this same test process.
+    inference = lambda windows: model(windows, training=False)  # noqa: E731
+    probabilities = sliding_window_probabilities(inference, tf.constant(image), 3, 64, 0.25).numpy()
     padded = np.zeros((1, 64, 64, 3), np.float32)
     padded[0, :40, :50] = image
-    expected = tf.nn.softmax(model(padded)).numpy()[0, :40, :50]
+    expected = tf.nn.softmax(model(padded, training=False)).numpy()[0, :40, :50]
     assert probabilities.shape == (40, 50, 3)
     np.testing.assert_allclose(probabilities, expected, atol=1e-6)
 
