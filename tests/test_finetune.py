@@ -155,9 +155,19 @@ def test_val_map_while_training_is_what_evaluate_measures_on_val(zoo_model) -> N
     assert metrics["map_50"] == pytest.approx(selection["val_map_50"], rel=0.02, abs=1e-4)
 
 
+INT8_SCORE_GAP = 0.1  # how far int8 may move a best detection's score
+
+
 def _top_detections(export: Path, model_format: str, images: list[bytes]) -> list[Detection]:
     detector = load_detector(export, model_format)
     return [detect(detector, image)[0] for image in images]
+
+
+def _leads(export: Path, images: list[bytes], margin: float) -> list[bool]:
+    """Whether each image's best SavedModel detection outscores its runner-up by ``margin``:
+    where it does not, a quantised model may rank a near-tie the other way, rightly."""
+    detector = load_detector(export, "saved_model")
+    return [(lambda d: len(d) < 2 or d[0].score - d[1].score >= margin)(detect(detector, image)) for image in images]
 
 
 def _corners(d: Detection) -> np.ndarray:
@@ -199,12 +209,17 @@ def test_tflite_float_and_int8_are_scored_by_evaluate_beside_the_saved_model(zoo
     # Same weights, same resize: the float model's best detection is the SavedModel's.
     score_gap, ious = agreement["none"]
     assert score_gap < 1e-4 and min(ious) > 0.99
-    # int8: the best detection moves a little, and on a few images another one wins.
+    # int8: scores move by a few hundredths (at most ``score_gap``), so the best detection stays the
+    # SavedModel's wherever it leads its runner-up by more than that; on near-ties either may win,
+    # rightly (the smoke SSD has many: 67% to 93% of its best boxes kept, run to run).
     score_gap, ious = agreement["int8"]
+    clear = np.array(_leads(export, images, score_gap))
+    kept = np.array(ious) > 0.5
     print(
-        f"int8 against the SavedModel: score gap {score_gap:.4f}, best box kept on {np.mean(np.array(ious) > 0.5):.0%}"
+        f"int8 against the SavedModel: score gap {score_gap:.4f}, best box kept on {kept.mean():.0%}, "
+        f"on {kept[clear].mean():.0%} of the {clear.sum()} images where it leads by more than the gap"
     )
-    assert score_gap < 0.1 and np.mean(np.array(ious) > 0.5) >= 0.75
+    assert score_gap < INT8_SCORE_GAP and clear.sum() >= 2 and kept[clear].all()
     assert floats["saved_model/map"] == floats["map"] == int8["map"]
     assert {"tflite/map", "tflite/map_50", "tflite/map_75"} <= int8.keys()
     assert int8["tflite/size_mb"] < 0.4 * floats["tflite/size_mb"] < floats["saved_model/size_mb"]
