@@ -22,7 +22,7 @@ from odpipe.augmentation import JPEG_QUALITY, Policy, build_transform, copy_seed
 from odpipe.index_masks import decode_png, encode_png
 from odpipe.parallel import Workers
 from odpipe.segment_data import Row
-from odpipe.tfrecord import image_format, shuffled
+from odpipe.tfrecord import bytes_feature, image_format, ints_feature, shuffled
 
 COUNTS = "counts.json"  # beside the shards: examples per split
 
@@ -33,24 +33,16 @@ FEATURES = {
 }
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-
 def mask_example(name: str, encoded: bytes, mask_png: bytes, width: int, height: int) -> tf.train.Example:
     """One Example: the image as stored (JPEG or PNG) and its index mask (a PNG, 255 void)."""
     feature = {
-        "image/encoded": _bytes(encoded),
-        "image/format": _bytes(image_format(encoded, name).encode()),
-        "image/filename": _bytes(name.encode()),
-        "image/height": _int(height),
-        "image/width": _int(width),
-        "image/segmentation/class/encoded": _bytes(mask_png),
-        "image/segmentation/class/format": _bytes(b"png"),
+        "image/encoded": bytes_feature([encoded]),
+        "image/format": bytes_feature([image_format(encoded, name).encode()]),
+        "image/filename": bytes_feature([name.encode()]),
+        "image/height": ints_feature([height]),
+        "image/width": ints_feature([width]),
+        "image/segmentation/class/encoded": bytes_feature([mask_png]),
+        "image/segmentation/class/format": bytes_feature([b"png"]),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 

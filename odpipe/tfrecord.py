@@ -85,15 +85,15 @@ def image_format(encoded: bytes, name: str) -> str:
     raise ValueError(f"{name}: only JPEG and PNG can go into a TFRecord as they are")
 
 
-def _bytes(values: list[bytes]) -> tf.train.Feature:
+def bytes_feature(values: list[bytes]) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
-def _floats(values: list[float]) -> tf.train.Feature:
+def floats_feature(values: list[float]) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
-def _ints(values: list[int]) -> tf.train.Feature:
+def ints_feature(values: list[int]) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
@@ -102,24 +102,24 @@ def make_example(record: ImageBoxes, encoded: bytes) -> tf.train.Example:
     w, h = float(record.width), float(record.height)
     xmins, ymins, xmaxs, ymaxs = zip(*record.boxes, strict=True) if record.boxes else ((), (), (), ())
     feature = {
-        "image/encoded": _bytes([encoded]),
-        "image/format": _bytes([image_format(encoded, record.filename).encode()]),
-        "image/filename": _bytes([record.filename.encode()]),
-        "image/source_id": _bytes([record.filename.encode()]),
-        "image/key/sha256": _bytes([hashlib.sha256(encoded).hexdigest().encode()]),
-        "image/height": _ints([record.height]),
-        "image/width": _ints([record.width]),
-        "image/object/bbox/xmin": _floats([x / w for x in xmins]),
-        "image/object/bbox/ymin": _floats([y / h for y in ymins]),
-        "image/object/bbox/xmax": _floats([x / w for x in xmaxs]),
-        "image/object/bbox/ymax": _floats([y / h for y in ymaxs]),
-        "image/object/class/label": _ints(list(record.labels)),
-        "image/object/class/text": _bytes([t.encode() for t in record.texts]),
-        "image/object/difficult": _ints(list(record.difficult or [0] * len(record.labels))),
-        "image/object/truncated": _ints(list(record.truncated or [0] * len(record.labels))),
+        "image/encoded": bytes_feature([encoded]),
+        "image/format": bytes_feature([image_format(encoded, record.filename).encode()]),
+        "image/filename": bytes_feature([record.filename.encode()]),
+        "image/source_id": bytes_feature([record.filename.encode()]),
+        "image/key/sha256": bytes_feature([hashlib.sha256(encoded).hexdigest().encode()]),
+        "image/height": ints_feature([record.height]),
+        "image/width": ints_feature([record.width]),
+        "image/object/bbox/xmin": floats_feature([x / w for x in xmins]),
+        "image/object/bbox/ymin": floats_feature([y / h for y in ymins]),
+        "image/object/bbox/xmax": floats_feature([x / w for x in xmaxs]),
+        "image/object/bbox/ymax": floats_feature([y / h for y in ymaxs]),
+        "image/object/class/label": ints_feature(list(record.labels)),
+        "image/object/class/text": bytes_feature([t.encode() for t in record.texts]),
+        "image/object/difficult": ints_feature(list(record.difficult or [0] * len(record.labels))),
+        "image/object/truncated": ints_feature(list(record.truncated or [0] * len(record.labels))),
         # The OD API's COCO evaluator (val mAP during training) skips is_crowd boxes: crowds
         # and VOC difficult objects alike, as odpipe's own evaluation does.
-        "image/object/is_crowd": _ints(list(record.ignored())),
+        "image/object/is_crowd": ints_feature(list(record.ignored())),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
