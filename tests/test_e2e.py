@@ -40,7 +40,6 @@ from odpipe.track_metrics import read_mot
 from .conftest import ROOT
 
 SMOKE = ["experiment=smoke"]
-DATA_STAGES = {"ingest", "clean_split", "convert", "tfrecord"}
 
 
 def _ran(proc) -> set[str]:
@@ -201,12 +200,8 @@ def test_reruns_follow_the_declared_params(project: Path) -> None:
     assert linked[0].data.params["evaluate.min_score"] == "0.01"
     assert linked[0].info.run_name == "eval-only" and linked[0].data.metrics["map"] >= 0
 
-    ran = _repro(project, ["evaluate.min_score=0.01", "train.num_steps=30"])
-    assert {"train", "export", "evaluate"} <= ran
-    assert not ran & DATA_STAGES
-
     # Another augmentation policy: the train TFRecords and what reads them, nothing else.
-    ran = _repro(project, ["evaluate.min_score=0.01", "train.num_steps=30", "augment=light"])
+    ran = _repro(project, ["evaluate.min_score=0.01", "augment=light"])
     assert ran == {"tfrecord", "train", "export", "track", "evaluate"}
     train_examples = list(read_examples(shard_pattern(project / load_params(project).paths.tfrecord, "train")))
     assert sum("#aug1" in e["filename"].decode() for e in train_examples) == len(train_examples) // 2
