@@ -80,10 +80,11 @@ def bare_fit(folder: Path, epochs: int) -> dict:
     import tensorflow as tf
     from omegaconf import OmegaConf
 
+    from odpipe.keras_training import seed_everything
     from odpipe.mask_records import parse_example
     from odpipe.runtime import load_params
     from odpipe.seg_losses import class_weights
-    from odpipe.seg_training import compiled_model, pad_crop, seed_everything
+    from odpipe.seg_training import compiled_model, pad_crop
     from odpipe.tfrecord import shard_pattern
 
     params = load_params(folder)
@@ -207,10 +208,10 @@ def measure(cmd: list[str], cwd: Path, log: Path, watch: Path | None = None) -> 
     return measured(cmd, cwd, log, watch) | {"load_average": load}
 
 
-def child_result(run: dict) -> dict:
-    """The run with the result line its child printed."""
+def child_result(run: dict, marker: str = RESULT) -> dict:
+    """The run with the result line its child printed (``marker``, then JSON)."""
     lines = Path(run["log"]).read_text(errors="replace").splitlines()
-    return run | json.loads(next(line for line in lines if line.startswith(RESULT)).split(maxsplit=1)[1])
+    return run | json.loads(next(line for line in lines if line.startswith(marker)).split(maxsplit=1)[1])
 
 
 def stage_command(folder: Path, name: str) -> list[str]:
@@ -301,9 +302,9 @@ def stage_rates(folder: Path) -> dict:
     Loads TensorFlow (:mod:`odpipe.seg_training`), so only after the last process is measured."""
     from odpipe.files import read_jsonl
     from odpipe.journal import Journal
+    from odpipe.keras_training import IMAGES_PER_SECOND
     from odpipe.project import project_root
     from odpipe.runtime import load_params
-    from odpipe.seg_training import IMAGES_PER_SECOND
 
     (work,) = (project_root(folder) / load_params(folder).paths.train_work).iterdir()
     rates = [row[IMAGES_PER_SECOND] for row in read_jsonl(work / Journal.LOSSES) if row["step"] > 1]

@@ -267,13 +267,14 @@ def _with_copies(
             yield augment_one(record, image, transform, policy.seed, copy, partners)
 
 
-_TRANSFORMS: dict[str, A.Compose] = {}  # per process: a worker builds each policy's once
+_TRANSFORMS: dict[tuple[str, bool], A.Compose] = {}  # per process: a worker builds each policy's once
 
 
-def _transform(policy: Policy) -> A.Compose:
-    key = repr(policy)
+def cached_transform(policy: Policy, boxes: bool = True) -> A.Compose:
+    """:func:`build_transform`, built once per process (a worker makes every copy of its chunk)."""
+    key = (repr(policy), boxes)
     if key not in _TRANSFORMS:
-        _TRANSFORMS[key] = build_transform(policy)
+        _TRANSFORMS[key] = build_transform(policy, boxes)
     return _TRANSFORMS[key]
 
 
@@ -288,7 +289,7 @@ def example_bytes(unit: Unit, image_root: Path, policy: Policy) -> bytes:
     encoded = (image_root / record.filename).read_bytes()
     if copy:
         images = [(partner, decode_rgb((image_root / partner.filename).read_bytes())) for partner in partners]
-        record, encoded = augment_one(record, decode_rgb(encoded), _transform(policy), policy.seed, copy, images)
+        record, encoded = augment_one(record, decode_rgb(encoded), cached_transform(policy), policy.seed, copy, images)
     return make_example(record, encoded).SerializeToString()
 
 
@@ -302,7 +303,7 @@ def split_examples(
     if order_seed is None:
         units: Iterable[Unit] = ((record, 0, ()) for record in records)
     else:
-        count = partner_count(_transform(policy)) if policy.copies else 0
+        count = partner_count(cached_transform(policy)) if policy.copies else 0
         picker = PartnerPicker(records, count, policy.seed)
         pairs = shuffled(records, policy.copies, order_seed)
         units = ((record, copy, picker(record, copy) if copy else ()) for record, copy in pairs)

@@ -134,3 +134,9 @@ def readable_bytes(raw: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> b
     """An image file's bytes as training saw such a file: converted to an RGB JPEG when it
     had to be, else as they are."""
     return normalise_image(raw, None, max_pixels).data or raw
+
+
+def converted_name(image: str) -> str:
+    """A converted image's name: it holds JPEG bytes now (``a.bmp`` -> ``a.bmp.jpg``: appending
+    never collides with another input; a rotated ``a.jpg`` keeps its name)."""
+    return image if image.lower().endswith((".jpg", ".jpeg")) else f"{image}.jpg"

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from odpipe.augmentation import JPEG_QUALITY, Policy, build_transform, copy_seed, decode_rgb
+from odpipe.augmentation import JPEG_QUALITY, Policy, cached_transform, copy_seed, decode_rgb
 from odpipe.index_masks import decode_png, encode_png
 from odpipe.parallel import Workers
 from odpipe.segment_data import Row
@@ -59,16 +59,6 @@ def augment_pair(
     return buffer.getvalue(), encode_png(out["mask"])
 
 
-_TRANSFORMS: dict[str, A.Compose] = {}  # per process: a worker builds each policy's once
-
-
-def _transform(policy: Policy) -> A.Compose:
-    key = repr(policy)
-    if key not in _TRANSFORMS:
-        _TRANSFORMS[key] = build_transform(policy, boxes=False)
-    return _TRANSFORMS[key]
-
-
 def example_bytes(unit: tuple[Row, int], images: Path, masks: Path, policy: Policy) -> bytes:
     """One serialized Example: copy 0 is the pair as cleaned, copy n its n-th augmented copy."""
     row, copy = unit
@@ -76,7 +66,9 @@ def example_bytes(unit: tuple[Row, int], images: Path, masks: Path, policy: Poli
     name, (width, height) = row.image, (row.width, row.height)
     if copy:
         image, mask = decode_rgb(encoded), decode_png(mask_png)
-        encoded, mask_png = augment_pair(row.image, image, mask, _transform(policy), policy.seed, copy)
+        encoded, mask_png = augment_pair(
+            row.image, image, mask, cached_transform(policy, boxes=False), policy.seed, copy
+        )
         name = f"{row.image}#aug{copy}"
         height, width = decode_png(mask_png).shape
     return mask_example(name, encoded, mask_png, width, height).SerializeToString()
@@ -111,5 +103,5 @@ def preview_rows(rows: Sequence[Row], images: Path, masks: Path, policy: Policy)
         shown.append((encoded, mask_png))
         for copy in range(1, policy.copies + 1):
             image, mask = decode_rgb(encoded), decode_png(mask_png)
-            shown.append(augment_pair(row.image, image, mask, _transform(policy), policy.seed, copy))
+            shown.append(augment_pair(row.image, image, mask, cached_transform(policy, boxes=False), policy.seed, copy))
     return shown

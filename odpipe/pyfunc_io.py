@@ -8,14 +8,18 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import version
+from pathlib import Path
 
+import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models.model import ModelInfo
+from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, ParamSchema, Schema
 from PIL import Image, UnidentifiedImageError
 
 from odpipe.images import DECODE_ERRORS, readable_bytes
@@ -102,17 +106,36 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIREMENTS]
 
 
+def signature(outputs: Mapping[str, str], params: ParamSchema | None = None) -> ModelSignature:
+    """Every odpipe model's input columns, the task's ``outputs`` (column: MLflow type; ``path``
+    optional, echoed back when sent) and its request ``params``, if any."""
+    inputs = Schema([ColSpec("string", IMAGE), ColSpec("string", PATH, required=False)])
+    return ModelSignature(
+        inputs, Schema([ColSpec(kind, name, required=name != PATH) for name, kind in outputs.items()]), params
+    )
+
+
 def log_and_register(
     client: MlflowClient,
     run_id: str,
-    log_model: Callable[[], ModelInfo],
+    python_model: PythonModel,
+    artifacts: Mapping[str, Path],
+    model_signature: ModelSignature,
     name: str,
     metrics: Mapping[str, float],
     split_sha256: str,
 ) -> str:
-    """Log a model to run ``run_id`` (``log_model`` calls ``mlflow.pyfunc.log_model``) and
+    """Log an export to run ``run_id`` as a pyfunc model (a LoggedModel on the run's page) and
     register it as a new version of ``name``, its metrics as tags with the digest of the split
-    they were measured on; returns the version."""
+    they were measured on; returns the version. The requirements are stated, not inferred:
+    inferring them loads the model in a subprocess."""
     with active_run(client, run_id):
-        logged = log_model()
+        logged = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=python_model,
+            artifacts={key: str(path) for key, path in artifacts.items()},
+            signature=model_signature,
+            input_example=input_example(),
+            pip_requirements=requirements(),
+        )
         return register_version(client, name, logged.model_id, run_id, metrics, split_sha256)

@@ -12,6 +12,11 @@ from odpipe.annotations import Annotation, Box
 
 # COCO's own size buckets (box area in pixels), so the report and the metrics agree.
 SIZE_BUCKETS = (("small", 32**2), ("medium", 96**2), ("large", float("inf")))
+Colour = tuple[int, int, int]
+BACKGROUND: Colour = (32, 32, 32)  # behind the tiles of every grid and gallery
+TEXT: Colour = (255, 255, 255)
+LINE = 16  # pixels: one line of Pillow's default font, with room around it
+GAP = 4  # pixels between tiles and around text
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
 
 
@@ -36,8 +41,8 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
         "",
         f"{summary['images_in']} images in: {summary['kept']} kept, {summary['dropped']} dropped.",
         "",
-        *_table(("reason", "images dropped"), summary["dropped_by_reason"], "No image was dropped."),
-        *_table(("change", "count"), changes, "Nothing was changed."),
+        *count_table(("reason", "images dropped"), summary["dropped_by_reason"], "No image was dropped."),
+        *count_table(("change", "count"), changes, "Nothing was changed."),
         "| split | images | boxes | " + " | ".join(summary["classes"]) + " |",
         "|---|---|---|" + "---|" * len(summary["classes"]),
     ]
@@ -73,8 +78,8 @@ def mask_markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], gri
         f"{summary['images_in']} images in ({summary['format']} masks): {summary['kept']} kept, "
         f"{summary['dropped']} dropped.",
         "",
-        *_table(("reason", "dropped"), summary["dropped_by_reason"], "No image was dropped."),
-        *_table(("note", "images"), summary["notes_by_reason"], "No mask needed a note."),
+        *count_table(("reason", "dropped"), summary["dropped_by_reason"], "No image was dropped."),
+        *count_table(("note", "images"), summary["notes_by_reason"], "No mask needed a note."),
         "Images holding each class (share of the split's labelled pixels):",
         "",
         "| split | images | " + " | ".join(names) + " | void pixels |",
@@ -118,7 +123,7 @@ def draw_boxes(
         draw.text((xy[0] + 2, xy[1] + 1), captions[i] if captions else box.label, fill=colour)
 
 
-def _table(header: tuple[str, str], counts: Mapping[str, int], empty: str) -> list[str]:
+def count_table(header: tuple[str, str], counts: Mapping[str, int], empty: str) -> list[str]:
     """A two-column Markdown table of counts, or one sentence when there is nothing to count."""
     if not counts:
         return [empty, ""]
@@ -152,7 +157,7 @@ def sample_grid(
     each scaled into a tile."""
     chosen = list(annotations)[: columns * (rows or columns)]
     rows = max(1, -(-len(chosen) // columns))
-    grid = Image.new("RGB", (columns * tile, rows * tile), (32, 32, 32))
+    grid = Image.new("RGB", (columns * tile, rows * tile), BACKGROUND)
     for i, annotation in enumerate(chosen):
         image = _tile(open_rgb(images[annotation.filename]), annotation.boxes, classes, tile)
         grid.paste(image, ((i % columns) * tile, (i // columns) * tile))
@@ -166,7 +171,7 @@ def side_by_side(
 ) -> Image.Image:
     """One row per image: ground truth on the left, predictions (captioned, e.g. with their
     scores) on the right, so a wrong or missed box is seen at a glance."""
-    grid = Image.new("RGB", (2 * tile, max(1, len(rows)) * tile), (32, 32, 32))
+    grid = Image.new("RGB", (2 * tile, max(1, len(rows)) * tile), BACKGROUND)
     for row, (encoded, truth, predicted, captions) in enumerate(rows):
         image = open_rgb(encoded)
         grid.paste(_tile(image, truth, classes, tile), (0, row * tile))

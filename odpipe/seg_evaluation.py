@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from odpipe.index_masks import decode_png
+from odpipe.latency import latency_summary
 from odpipe.seg_metrics import confusion, image_miou
 from odpipe.segment_data import Row
 
@@ -27,13 +28,7 @@ class SplitScores:
     seconds: list[float] = field(default_factory=list)
 
     def speed(self) -> dict[str, float]:
-        """Per-image latency (median, 90th percentile) and throughput, one image at a time."""
-        seconds = np.asarray(self.seconds or [np.nan])
-        return {
-            "latency_ms_p50": float(np.median(seconds) * 1000),
-            "latency_ms_p90": float(np.percentile(seconds, 90) * 1000),
-            "images_per_second": float(len(self.seconds) / seconds.sum()) if self.seconds else 0.0,
-        }
+        return latency_summary(self.seconds)
 
     def worst(self, count: int) -> list[int]:
         """Indices of the ``count`` images of lowest mIoU (images with nothing to score last)."""

@@ -112,25 +112,6 @@ def per_class_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def row_shares(conf: np.ndarray) -> np.ndarray:
-    """The confusion matrix with each row divided by its sum: where each true class's pixels
-    went. A class absent from the truth keeps a row of zeros rather than NaN."""
-    conf = np.asarray(conf, dtype=np.float64)
-    totals = conf.sum(axis=1, keepdims=True)
-    return np.divide(conf, totals, out=np.zeros_like(conf), where=totals > 0)
-
-
-def normalised_confusion(conf: np.ndarray, names: Sequence[str]) -> list[dict]:
-    """:func:`row_shares` as records ``{"actual", "predicted", "share"}``, one per cell, which is
-    what DVC's confusion-matrix plot templates read."""
-    shares = row_shares(conf)
-    return [
-        {"actual": actual, "predicted": predicted, "share": float(shares[i, j])}
-        for i, actual in enumerate(names)
-        for j, predicted in enumerate(names)
-    ]
-
-
 def image_miou(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     """One image's mIoU, to rank images from worst to best (never to score a split: see the
     module's note); NaN when every pixel is void."""

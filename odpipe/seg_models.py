@@ -14,16 +14,18 @@ land exactly on its skip connections' sizes, and DeepLabV3+'s encoder downsample
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
+from odpipe.keras_models import Architectures, build_from, mobilenet_v2
+
 # Every model here accepts sides that are multiples of this (the deepest downsampling, 2**5).
 STRIDE = 32
 
-# Keys of the ``model`` config group that choose the network rather than shape it.
-SELECTION_KEYS = ("task", "architecture")
+SEGMENT_MODELS = "model=deeplabv3plus or model=unet"  # the choices, for a wrong model's error
+
 
 # The course's U-Net (the segmentation chapter of the course notes): 16 filters at the first level,
 # doubled at each of 4 levels down to a 256-filter bottleneck; two 3x3 convolutions (he_normal,
@@ -35,7 +37,6 @@ DEEPLAB_DEFAULTS: Mapping[str, Any] = {"weights": None, "alpha": 1.0, "atrous_ra
 
 # MobileNetV2's features DeepLabV3+ reads: the expansion of block 3 (before its stride-2 depthwise
 # convolution) is the last stride-4 activation, that of block 13 the last at stride 16.
-BATCHNORM_MOMENTUM = 0.99  # Keras' default for a BatchNormalization layer
 LOW_LEVEL_LAYER = "block_3_expand_relu"
 HIGH_LEVEL_LAYER = "block_13_expand_relu"
 LOW_LEVEL_FILTERS = 48
@@ -129,15 +130,7 @@ def build_deeplabv3plus(
 
     ``weights`` is None (random, offline) or "imagenet" (Keras downloads the encoder's weights).
     """
-    backbone = tf.keras.applications.MobileNetV2(
-        input_shape=(None, None, 3), include_top=False, weights=weights, alpha=alpha
-    )
-    for layer in backbone.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            # Keras' MobileNetV2 keeps BatchNorm statistics with momentum 0.999 (a window of ~1000
-            # steps, for ImageNet's 100k+): from scratch, the inference-mode statistics then lag the
-            # weights for thousands of steps and val predictions are garbage while training's are fine.
-            layer.momentum = BATCHNORM_MOMENTUM
+    backbone = mobilenet_v2(weights, alpha, input_shape=(None, None, 3))
     outputs = [backbone.get_layer(name).output for name in (LOW_LEVEL_LAYER, HIGH_LEVEL_LAYER)]
     encoder = tf.keras.Model(backbone.input, outputs, name="mobilenetv2_encoder")
     pixels = tf.keras.Input((None, None, 3), name="pixels")
@@ -170,26 +163,12 @@ def _deeplabv3plus(num_classes: int, options: Mapping[str, Any]) -> tf.keras.Mod
     )
 
 
-ARCHITECTURES: Mapping[str, tuple[Mapping[str, Any], Callable[[int, Mapping[str, Any]], tf.keras.Model]]] = {
+ARCHITECTURES: Architectures = {
     "unet": (UNET_DEFAULTS, _unet),
     "deeplabv3plus": (DEEPLAB_DEFAULTS, _deeplabv3plus),
 }
 
 
 def build_model(architecture: str, num_classes: int, options: Mapping[str, Any]) -> tf.keras.Model:
-    """The network ``architecture`` with ``options`` over its defaults.
-
-    ``options`` may be the whole ``model`` config group: its :data:`SELECTION_KEYS` are skipped,
-    any other key the architecture does not know is refused (a typo would otherwise train the
-    default silently). Build under the mixed-precision policy wanted: the layers take it then.
-    """
-    if architecture not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise ValueError(f"model.architecture: unknown {architecture!r}; the architectures are {known}")
-    defaults, build = ARCHITECTURES[architecture]
-    given = {key: value for key, value in options.items() if key not in SELECTION_KEYS}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        known = ", ".join(defaults)
-        raise ValueError(f"model: {architecture} has no option {', '.join(unknown)}; its options are {known}")
-    return build(num_classes, {**defaults, **given})
+    """The segmentation network ``architecture`` with ``options`` (see :func:`odpipe.keras_models.build_from`)."""
+    return build_from(ARCHITECTURES, architecture, num_classes, options)

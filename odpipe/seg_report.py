@@ -1,6 +1,7 @@
-"""The human side of segmentation's evaluation: masks in colour, masks over their images, a
-gallery of images beside their truth and prediction, and the confusion matrix as a heat map,
-which is how users see what a model gets wrong where the metrics only say how much."""
+"""The human side of segmentation's evaluation: masks in colour, masks over their images and a
+gallery of images beside their truth and prediction, which is how users see what a model gets
+wrong where the metrics only say how much (the confusion matrix's heat map, shared with the
+other tasks, is :func:`odpipe.confusion.confusion_figure`)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from odpipe.index_masks import VOID, decode_png
-from odpipe.report import open_rgb
+from odpipe.report import BACKGROUND, GAP, LINE, TEXT, Colour, open_rgb
 
-Colour = tuple[int, int, int]
 ImageLike = Image.Image | np.ndarray | bytes  # bytes: an encoded image, as a TFRecord holds it
 # Void is grey: neither class 0's black in Pascal VOC's colours nor any other of them (their
 # channels are multiples of 32 below 512 classes).
 VOID_COLOUR: Colour = (80, 80, 80)
-BACKGROUND: Colour = (32, 32, 32)  # behind the tiles, as in odpipe.report's grids
-TEXT: Colour = (255, 255, 255)
-LINE = 16  # pixels: one line of Pillow's default font, with room around it
-GAP = 4  # pixels between tiles and around text
 SWATCH = 12  # pixels: the side of a legend's colour square
 
 
@@ -136,30 +130,6 @@ def gallery(
         sheet.paste(strip, (0, top))
         top += strip.height + GAP
     return sheet
-
-
-def confusion_figure(conf_normalised: np.ndarray, names: Sequence[str]) -> Image.Image:
-    """The row-normalised confusion matrix as a heat map, each cell's share written in it, so
-    that which class is taken for which reads at a glance."""
-    shares = np.asarray(conf_normalised, dtype=np.float64)
-    count = len(names)
-    if shares.shape != (count, count):
-        raise ValueError(f"confusion matrix has shape {shares.shape} but there are {count} class names")
-    side = 2.5 + 0.45 * count  # inches: room for a share in each cell and the class names
-    figure = Figure(figsize=(side + 1, side), dpi=100)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    heat = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(heat, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_xticks(range(count), names, rotation=90)
-    axes.set_yticks(range(count), names)
-    axes.set(xlabel="predicted", ylabel="true", title="Share of each true class's pixels")
-    for (row, column), share in np.ndenumerate(shares):
-        colour = "white" if share > 0.5 else "black"
-        axes.text(column, row, f"{share:.2f}", ha="center", va="center", fontsize=8, color=colour)
-    figure.tight_layout()
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
 
 
 def mask_grid(

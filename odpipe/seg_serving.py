@@ -12,24 +12,18 @@ import base64
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
 
 from odpipe.index_masks import encode_png
 from odpipe.pyfunc_io import (
     IMAGE,
-    MODEL_NAME,
     PATH,
-    input_example,
     input_paths,
     log_and_register,
     parse_images,
-    requirements,
+    signature,
 )
 from odpipe.seg_export import CLASSES_FILE, SAVED_MODEL_DIR, load_segmenter
 
@@ -63,25 +57,9 @@ class SegmenterModel(PythonModel):
         return frame if paths else frame.drop(columns=[PATH])
 
 
-def signature() -> ModelSignature:
-    inputs = Schema([ColSpec("string", IMAGE), ColSpec("string", PATH, required=False)])
-    return ModelSignature(inputs, Schema([ColSpec(kind, name, required=name != PATH) for name, kind in OUTPUT.items()]))
-
-
-def log_model(export_dir: Path) -> ModelInfo:
-    """Log the export as a pyfunc model to the active run."""
-    return mlflow.pyfunc.log_model(
-        name=MODEL_NAME,
-        python_model=SegmenterModel(),
-        artifacts={SAVED_MODEL_DIR: str(export_dir / SAVED_MODEL_DIR), CLASSES_FILE: str(export_dir / CLASSES_FILE)},
-        signature=signature(),
-        input_example=input_example(),
-        pip_requirements=requirements(),
-    )
-
-
 def register_segmenter(
     client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: dict[str, float], split_sha256: str
 ) -> str:
     """Log the export to the run and register it as a new version of ``name``; returns the version."""
-    return log_and_register(client, run_id, lambda: log_model(export_dir), name, metrics, split_sha256)
+    artifacts = {SAVED_MODEL_DIR: export_dir / SAVED_MODEL_DIR, CLASSES_FILE: export_dir / CLASSES_FILE}
+    return log_and_register(client, run_id, SegmenterModel(), artifacts, signature(OUTPUT), name, metrics, split_sha256)

@@ -24,6 +24,7 @@ import numpy as np
 from odpipe.cleaning import FirstCopies
 from odpipe.files import iter_csv, write_csv
 from odpipe.formats import Issue
+from odpipe.images import converted_name
 from odpipe.index_masks import VOID, decode_png
 from odpipe.mask_cleaning import Checked, check_pair
 from odpipe.masks import MaskDataset, MaskPair
@@ -78,12 +79,6 @@ def mask_name(image: str) -> str:
     """Where an image's index mask is written: its own path plus ``.png``, so that ``a.jpg``
     and ``a.png`` of one folder (or split folders with the same file names) never collide."""
     return f"{image}.png"
-
-
-def converted_name(image: str) -> str:
-    """A converted image's name: it holds JPEG bytes now (``a.bmp`` -> ``a.bmp.jpg``: appending
-    never collides with another input; a rotated ``a.jpg`` keeps its name)."""
-    return image if image.lower().endswith((".jpg", ".jpeg")) else f"{image}.jpg"
 
 
 def inspect_pair(pair: MaskPair, root: Path, dataset: MaskDataset, options: Mapping, max_pixels: int | None) -> Seen:

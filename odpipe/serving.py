@@ -19,14 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 import tensorflow as tf
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types import ParamSchema, ParamSpec
 
 from odpipe.detectors import load_detector
 from odpipe.evaluation import Detection, as_boxes, decode_error, detect
@@ -34,14 +31,12 @@ from odpipe.export import LABEL_MAP_NAME
 from odpipe.label_map import read_label_map
 from odpipe.pyfunc_io import (
     IMAGE,
-    MODEL_NAME,
     PATH,
-    input_example,
     input_paths,
     invalid,
     log_and_register,
     parse_images,
-    requirements,
+    signature,
 )
 
 BOX = ("xmin", "ymin", "xmax", "ymax")
@@ -119,31 +114,14 @@ class DetectorModel(PythonModel):
         return detections_frame(per_image, self.categories, input_paths(model_input))
 
 
-def signature() -> ModelSignature:
-    """Columns in and out, and ``min_score`` per request (``{"params": {"min_score": 0.3}}``)."""
-    inputs = Schema([ColSpec("string", IMAGE), ColSpec("string", PATH, required=False)])
-    outputs = Schema([ColSpec(kind, column, required=column != PATH) for column, kind in OUTPUT_TYPES.items()])
-    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec(MIN_SCORE, "double", DEFAULT_MIN_SCORE)]))
-
-
-def log_model(export_dir: Path) -> ModelInfo:
-    """Log the export as a pyfunc model to the active run (a LoggedModel on the run's page).
-    The requirements are stated, not inferred: inferring them loads the model in a subprocess."""
-    return mlflow.pyfunc.log_model(
-        name=MODEL_NAME,
-        python_model=DetectorModel(),
-        artifacts={SAVED_MODEL: str(export_dir / SAVED_MODEL), LABEL_MAP: str(export_dir / LABEL_MAP_NAME)},
-        signature=signature(),
-        input_example=input_example(),
-        pip_requirements=requirements(),
-    )
-
-
 def register_model(
     client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float], split_sha256: str
 ) -> str:
     """Log the export to the run as a loadable MLflow model and register it as a new version of
-    ``name``, its metrics as tags with the digest of the split they were measured on; returns
-    the version. Here and not in odpipe.runs, which train imports too: DVC tracks the modules a
-    stage imports, and the serving code must not make train rerun."""
-    return log_and_register(client, run_id, lambda: log_model(export_dir), name, metrics, split_sha256)
+    ``name`` (:func:`odpipe.pyfunc_io.log_and_register`); returns the version. Here and not in
+    odpipe.runs, which train imports too: DVC tracks the modules a stage imports, and the serving
+    code must not make train rerun. ``min_score`` is a request param (``{"params": {"min_score": 0.3}}``)."""
+    artifacts = {SAVED_MODEL: export_dir / SAVED_MODEL, LABEL_MAP: export_dir / LABEL_MAP_NAME}
+    params = ParamSchema([ParamSpec(MIN_SCORE, "double", DEFAULT_MIN_SCORE)])
+    model_signature = signature(OUTPUT_TYPES, params)
+    return log_and_register(client, run_id, DetectorModel(), artifacts, model_signature, name, metrics, split_sha256)

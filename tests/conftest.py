@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
@@ -16,6 +22,7 @@ import pytest
 from odpipe.augmentation import split_examples
 from odpipe.parallel import Workers
 from odpipe.pipeline_config import PipelineSettings
+from odpipe.runtime import load_params
 from odpipe.synthetic import SyntheticSpec
 from odpipe.tfrecord import write_serialized
 
@@ -159,3 +166,30 @@ def zoo_tarball(out: Path, name: str, pipeline_config: Path, checkpoint: Path, s
         if saved_model is not None:
             tar.add(saved_model, f"{name}/saved_model")
     return out
+
+
+def kill_after_first_epoch_then_resume(project: Path, folder: Path, script: str, overrides: list[str]) -> Path:
+    """A Keras task's train stage (``stages/<script>``, run in its pipeline ``folder``) killed with
+    SIGKILL once its first epoch is checkpointed and journaled, then run again to the end; checks
+    the rerun said it resumed and returns the run's work folder."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, str(project / "stages" / script), *overrides]
+    work_root = project / load_params(folder).paths.train_work
+    before = set(work_root.iterdir())
+    proc = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    # Killed once epoch 1 is checkpointed and journaled (its val row is written after the save).
+    while time.monotonic() < deadline and not [
+        v for v in work_root.glob("*/val.jsonl") if v.parent not in before and v.stat().st_size
+    ]:
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (work,) = set(work_root.iterdir()) - before
+    first_run = json.loads((work / "run.json").read_text())["run_id"]
+    again = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming from epoch" in again.stdout
+    assert json.loads((work / "run.json").read_text())["run_id"] != first_run  # a new run, tagged as resumed
+    return work

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from odpipe.confusion import normalised_confusion
 from odpipe.seg_metrics import (
     VOID,
     confusion,
     flat_metrics,
     image_miou,
-    normalised_confusion,
     per_class_markdown,
     per_class_rows,
     segmentation_metrics,

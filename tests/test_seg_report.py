@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from odpipe.confusion import confusion_figure
 from odpipe.index_masks import VOID
-from odpipe.seg_report import VOID_COLOUR, colorize, confusion_figure, gallery, overlay
+from odpipe.seg_report import VOID_COLOUR, colorize, gallery, overlay
 
 COLOURS = [(0, 0, 0), (200, 10, 10), (10, 200, 10), (10, 10, 200)]
 NAMES = ["background", "road", "car", "person"]
@@ -86,13 +87,13 @@ def test_gallery_needs_a_name_per_colour() -> None:
 @pytest.mark.parametrize("count", [1, 20])
 def test_the_confusion_figure_renders_shares_for_one_or_many_classes(count: int) -> None:
     shares = np.eye(count) * 0.9 + 0.1 / count
-    picture = confusion_figure(shares, [f"class {i}" for i in range(count)])
+    picture = confusion_figure(shares, [f"class {i}" for i in range(count)], "pixels")
     pixels = np.asarray(picture)
     assert picture.mode == "RGB" and min(picture.size) > 200
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # cells, text and colour bar drawn
 
 
 def test_the_confusion_figure_grows_with_the_classes() -> None:
-    small = confusion_figure(np.eye(2), ["a", "b"])
-    large = confusion_figure(np.eye(20), [f"class {i}" for i in range(20)])
+    small = confusion_figure(np.eye(2), ["a", "b"], "pixels")
+    large = confusion_figure(np.eye(20), [f"class {i}" for i in range(20)], "pixels")
     assert large.width > small.width and large.height > small.height

@@ -8,12 +8,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -32,7 +29,7 @@ from odpipe.seg_export import load_segmenter
 from odpipe.seg_metrics import confusion, segmentation_metrics
 from odpipe.segment_data import read_rows
 
-from .conftest import ROOT
+from .conftest import ROOT, kill_after_first_epoch_then_resume
 
 SEGMENT = TASK_FOLDERS["segment"]
 SMOKE = ["task=segment", "experiment=smoke"]
@@ -189,29 +186,7 @@ def test_train_stage_killed_mid_run_resumes_from_its_last_epoch(project: Path) -
     MLflow run tagged as the interrupted one's continuation), and its journal holds each epoch once."""
     folder = _folder(project)
     overrides = ["train.epochs=2", "train.seed=7"]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    script = str(project / "stages" / "segment" / "train.py")
-    paths = load_params(folder).paths
-    work_root = project / paths.train_work
-    before = set(work_root.iterdir())
-    proc = subprocess.Popen(
-        [sys.executable, script, *overrides], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 600
-    # Killed once epoch 1 is checkpointed and journaled (its val row is written after the save).
-    while time.monotonic() < deadline and not [
-        v for v in work_root.glob("*/val.jsonl") if v.parent not in before and v.stat().st_size
-    ]:
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (work,) = set(work_root.iterdir()) - before
-    first_run = json.loads((work / "run.json").read_text())["run_id"]
-    again = subprocess.run([sys.executable, script, *overrides], cwd=folder, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "resuming from epoch" in again.stdout
+    work = kill_after_first_epoch_then_resume(project, folder, "segment/train.py", overrides)
     assert [r["step"] for r in read_jsonl(work / "val.jsonl")] == [1, 2]
-    assert json.loads((work / "run.json").read_text())["run_id"] != first_run  # a new run, tagged as resumed
-    selection = json.loads((folder / paths.train_selection).read_text())
+    selection = json.loads((folder / load_params(folder).paths.train_selection).read_text())
     assert selection["last_step"] == 2 and selection["stop"] == "epochs"

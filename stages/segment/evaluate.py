@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from odpipe.confusion import confusion_figure, normalised_confusion, row_shares
 from odpipe.files import fresh_dir, write_csv
 from odpipe.gate import SEGMENT_GATE
 from odpipe.index_masks import decode_png
@@ -15,15 +16,8 @@ from odpipe.results import record_results
 from odpipe.runtime import stage
 from odpipe.seg_evaluation import score_rows
 from odpipe.seg_export import load_segmenter
-from odpipe.seg_metrics import (
-    flat_metrics,
-    normalised_confusion,
-    per_class_markdown,
-    per_class_rows,
-    row_shares,
-    segmentation_metrics,
-)
-from odpipe.seg_report import confusion_figure, gallery
+from odpipe.seg_metrics import flat_metrics, per_class_markdown, per_class_rows, segmentation_metrics
+from odpipe.seg_report import gallery
 from odpipe.seg_serving import register_segmenter
 from odpipe.segment_data import read_rows
 
@@ -49,7 +43,7 @@ def main(cfg: DictConfig) -> None:
     Path(cfg.paths.per_class_markdown).write_text(per_class_markdown(metrics) + "\n")
     Path(cfg.paths.confusion).write_text(json.dumps(normalised_confusion(scores.confusion, names), indent=1) + "\n")
     samples = fresh_dir(cfg.paths.samples)
-    confusion_figure(row_shares(scores.confusion), names).save(samples / "confusion.png")
+    confusion_figure(row_shares(scores.confusion), names, "pixels").save(samples / "confusion.png")
     worst = []
     for i in scores.worst(cfg.evaluate.num_samples):
         encoded = (images / rows[i].image).read_bytes()

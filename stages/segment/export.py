@@ -8,10 +8,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.files import fresh_dir
+from odpipe.keras_training import check_task_model, restore_weights
 from odpipe.runtime import stage
 from odpipe.seg_export import export_segmenter
-from odpipe.seg_models import build_model
-from odpipe.seg_training import check_segment_model, restore_weights
+from odpipe.seg_models import SEGMENT_MODELS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 @stage("export")
 def main(cfg: DictConfig) -> None:
     model_cfg = OmegaConf.to_container(cfg.model)
-    check_segment_model(model_cfg)
+    check_task_model(model_cfg, "segment", SEGMENT_MODELS)
     classes = json.loads(Path(cfg.paths.classes).read_text())
     model = build_model(model_cfg["architecture"], len(classes["names"]), model_cfg)
     checkpoint = restore_weights(model, Path(cfg.paths.train))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe import seg_losses, seg_models, seg_training
+from odpipe import keras_training, seg_losses, seg_models, seg_training
 from odpipe.checkpoints import inputs_digest
 from odpipe.distribute import check_batch, enable_memory_growth, make_strategy
+from odpipe.keras_training import EpochSchedule, check_strategy, check_task_model, fit_epochs, seed_everything
 from odpipe.manifest import folder_digest, sha256_file
 from odpipe.mask_records import COUNTS
 from odpipe.project import project_root
@@ -18,30 +19,19 @@ from odpipe.runs import flatten
 from odpipe.runtime import stage
 from odpipe.seg_export import SegmenterModule
 from odpipe.seg_losses import class_weights
-from odpipe.seg_training import (
-    SELECT,
-    EpochSchedule,
-    check_segment_model,
-    check_strategy,
-    compiled_model,
-    fit_epochs,
-    score_split,
-    seed_everything,
-    split_pairs,
-    train_dataset,
-    val_scores,
-)
+from odpipe.seg_models import SEGMENT_MODELS
+from odpipe.seg_training import SELECT, compiled_model, score_split, split_pairs, train_dataset, val_scores
 from odpipe.train_run import publish, train_run
 
 log = logging.getLogger(__name__)
-MODEL_CODE = (seg_models, seg_losses, seg_training)  # what builds and trains the weights
+MODEL_CODE = (seg_models, seg_losses, seg_training, keras_training)  # what builds and trains the weights
 
 
 @stage("train")
 def main(cfg: DictConfig) -> None:
     train, model_cfg = cfg.train, OmegaConf.to_container(cfg.model)
-    check_segment_model(model_cfg)
-    check_strategy(train.strategy)
+    check_task_model(model_cfg, "segment", SEGMENT_MODELS)
+    check_strategy(train.strategy, "segment")
     records = Path(cfg.paths.tfrecord)
     names = json.loads(Path(cfg.paths.classes).read_text())["names"]
     train_pixels = json.loads(Path(cfg.paths.clean_split_report).read_text())["splits"]["train"]["pixels"]
