@@ -9,11 +9,16 @@ Segmentation gets the same scenes as a Pascal VOC segmentation folder (JPEG + pa
 mask). Its masks are exact because image and mask are painted from the same coverage of each
 shape: where a shape's edge is blended with what lies under it, the mask says void (VOC's 255),
 and every other pixel shows its class's colour unmixed.
+
+Classification gets scenes of its own, as class folders: one large shape, the image's class, over
+smaller distractors of other classes, with some hard cases (low contrast, cut by the image edge),
+so that a classifier has to find the dominant shape rather than any shape.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
@@ -50,30 +55,64 @@ def _diamond(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], colour) 
     draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
 
 
+def _hexagon(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], colour) -> None:
+    x0, y0, x1, y1 = box
+    cy, quarter = (y0 + y1) / 2, (x1 - x0) / 4
+    draw.polygon(
+        [(x0, cy), (x0 + quarter, y0), (x1 - quarter, y0), (x1, cy), (x1 - quarter, y1), (x0 + quarter, y1)],
+        fill=colour,
+    )
+
+
+STAR_INNER = 0.45  # inner over outer radius of the five-pointed star
+
+
+def _star(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], colour) -> None:
+    """A five-pointed star, point up, stretched to touch all four sides of the box (as every
+    other shape does, so that a detection box is tight on it)."""
+    x0, y0, x1, y1 = box
+    half_width = math.cos(math.radians(18))  # the side points' reach, for a unit outer radius
+    depth = 1 + math.cos(math.radians(36))  # top point to the bottom points
+    points = []
+    for k in range(10):
+        radius = 1.0 if k % 2 == 0 else STAR_INNER
+        angle = math.radians(-90 + 36 * k)
+        x = (x0 + x1) / 2 + (x1 - x0) / 2 * radius * math.cos(angle) / half_width
+        y = y0 + (y1 - y0) * (1 + radius * math.sin(angle)) / depth
+        points.append((round(x, 6), round(y, 6)))  # 4.9999 would light pixel 4, outside the box
+    draw.polygon(points, fill=colour)
+
+
 SHAPES: dict[str, Draw] = {
     "circle": _circle,
     "square": _square,
     "triangle": _triangle,
     "diamond": _diamond,
+    "hexagon": _hexagon,
+    "star": _star,
 }
 
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """What to generate; mirrors the ``dataset`` config group of the synthetic source."""
+    """What to generate; mirrors the ``dataset`` config group of the synthetic sources. The
+    scene settings default to the built-in detection set's, so that the classification source's
+    config, whose scenes are drawn otherwise, need not name them."""
 
     num_images: int
     classes: Sequence[str]
     seed: int
     min_side: int
     max_side: int
-    min_objects: int
-    max_objects: int
-    min_object_frac: float
-    max_object_frac: float
-    max_overlap: float
+    min_objects: int = 1
+    max_objects: int = 6
+    min_object_frac: float = 0.12
+    max_object_frac: float = 0.6
+    max_overlap: float = 0.35
     jpeg_quality: int = 90
     void_width: int = 1  # segmentation: pixels on each side of a shape's outline blended and marked void
+    max_distractors: int = 2  # classification: smaller shapes of other classes beside the dominant one, 0 to this
+    hard_fraction: float = 0.1  # classification: images whose dominant shape is low-contrast or cut by the edge
 
     @classmethod
     def from_config(cls, dataset: Mapping) -> SyntheticSpec:
@@ -273,4 +312,109 @@ def generate_segmentation(spec: SyntheticSpec, out_dir: Path, workers: int = 1) 
         image_path.write_bytes(jpeg)
         (masks / f"{image_name(index)}.png").write_bytes(encode_png(mask, palette=True))
         written.append(image_path)
+    return written
+
+
+# Classification scenes: the dominant shape's side, as a share of the image's short side; a
+# distractor's area at most DISTRACTOR_AREA[1] of the dominant's; a hard case's dominant shape
+# either differs from the background under it by LOW_CONTRAST levels a channel, or has CUT of its
+# width or height outside the image.
+DOMINANT_FRAC = (0.45, 0.8)
+DISTRACTOR_AREA = (0.08, 0.35)
+LOW_CONTRAST = (14.0, 26.0)
+CUT = (0.2, 0.45)
+PLACING_TRIES = 20  # draws per wanted distractor before the image goes with fewer
+CLASSIFICATION_STREAM = 1  # a third entropy word: these scenes never share draws with detection's
+
+
+def _side_box(rng: np.random.Generator, side: float, limit: tuple[int, int]) -> tuple[int, int]:
+    """Width and height of a shape of about ``side`` pixels (area ``side``**2), its aspect ratio
+    drawn as for detection's boxes, each at most ``limit``."""
+    aspect = np.exp(rng.uniform(-0.25, 0.25))
+    return min(limit[0], max(6, round(side * aspect))), min(limit[1], max(6, round(side / aspect)))
+
+
+def _dominant_box(rng: np.random.Generator, width: int, height: int, cut: bool) -> tuple[int, int, int, int]:
+    """The dominant shape's box: inside the image, or with a share of it past one edge."""
+    w, h = _side_box(rng, min(width, height) * rng.uniform(*DOMINANT_FRAC), (width, height))
+    x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+    if cut:
+        edge, share = int(rng.integers(4)), rng.uniform(*CUT)
+        x0 = (-round(share * w), x0, width - w + round(share * w), x0)[edge]
+        y0 = (y0, -round(share * h), y0, height - h + round(share * h))[edge]
+    return x0, y0, x0 + w, y0 + h
+
+
+def _low_contrast(
+    backdrop: Image.Image, box: tuple[int, int, int, int], rng: np.random.Generator
+) -> tuple[int, int, int]:
+    """A colour a few levels off the background under ``box`` (towards mid-grey, so that it never
+    clips to the background's own colour)."""
+    x0, y0, x1, y1 = box
+    under = np.asarray(backdrop)[max(0, y0) : max(1, y1), max(0, x0) : max(1, x1)].reshape(-1, 3).mean(axis=0)
+    sign = 1.0 if under.mean() < 128 else -1.0
+    return tuple(int(c) for c in np.clip(under + sign * rng.uniform(*LOW_CONTRAST), 0, 255))
+
+
+def _distractors(
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    label: str,
+    dominant: tuple[int, int, int, int],
+    size: tuple[int, int],
+) -> list[Shape]:
+    """0 to ``spec.max_distractors`` smaller shapes of other classes (as many as fit), each at
+    most ``spec.max_overlap`` hidden under the dominant shape's box (which is painted over them)."""
+    others = [c for c in spec.classes if c != label]
+    area = (dominant[2] - dominant[0]) * (dominant[3] - dominant[1])
+    wanted = int(rng.integers(0, spec.max_distractors + 1))
+    shapes: list[Shape] = []
+    for _ in range(wanted * PLACING_TRIES):
+        if len(shapes) == wanted:
+            break
+        w, h = _side_box(rng, math.sqrt(area * rng.uniform(*DISTRACTOR_AREA)), size)
+        x0, y0 = int(rng.integers(0, size[0] - w + 1)), int(rng.integers(0, size[1] - h + 1))
+        box = (x0, y0, x0 + w, y0 + h)
+        other = others[int(rng.integers(len(others)))]
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        if _overlap(box, dominant) <= spec.max_overlap and w * h <= DISTRACTOR_AREA[1] * area:
+            shapes.append(Shape(other, spec.classes.index(other) + 1, box, colour))
+    return shapes
+
+
+def classification_scene(spec: SyntheticSpec, index: int) -> Scene:
+    """Image ``index``'s scene, from its own RNG stream: its last shape is the dominant one,
+    whose class (``spec.classes`` in turn, so that they are balanced) is the image's."""
+    rng = np.random.default_rng([spec.seed, index, CLASSIFICATION_STREAM])
+    label = spec.classes[index % len(spec.classes)]
+    width = int(rng.integers(spec.min_side, spec.max_side + 1))
+    height = int(rng.integers(spec.min_side, spec.max_side + 1))
+    backdrop = background(rng, width, height)
+    hard = rng.random() < spec.hard_fraction
+    low_contrast = hard and rng.random() < 0.5
+    box = _dominant_box(rng, width, height, cut=hard and not low_contrast)
+    colour = _low_contrast(backdrop, box, rng) if low_contrast else tuple(int(c) for c in rng.integers(0, 256, 3))
+    dominant = Shape(label, spec.classes.index(label) + 1, box, colour)
+    return Scene(backdrop, (*_distractors(rng, spec, label, box, (width, height)), dominant))
+
+
+def render_classification(spec: SyntheticSpec, index: int) -> tuple[bytes, str]:
+    """JPEG bytes and the class of image ``index``; pure in (spec, index)."""
+    scene = classification_scene(spec, index)
+    image = composite(scene, [coverage(shape, scene.background.size, 0) for shape in scene.shapes])
+    return _jpeg(image, spec.jpeg_quality), scene.shapes[-1].label
+
+
+def generate_classification(spec: SyntheticSpec, out_dir: Path, workers: int = 1) -> list[Path]:
+    """Write ``spec.num_images`` JPEGs into ``out_dir`` as class folders
+    (``<class>/<name>.jpg``); returns them, in index order."""
+    check_shapes(spec.classes)
+    if len(set(spec.classes)) < 2 or len(set(spec.classes)) != len(spec.classes):
+        raise ValueError(f"synthetic classification needs two or more distinct classes, got {list(spec.classes)}")
+    written = []
+    for index, (jpeg, label) in enumerate(_rendered(spec, render_classification, workers)):
+        path = out_dir / label / f"{image_name(index)}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg)
+        written.append(path)
     return written

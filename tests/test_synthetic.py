@@ -7,23 +7,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from scipy import ndimage
 
 from odpipe.annotations import read_voc
 from odpipe.index_masks import VOID
 from odpipe.synthetic import (
+    DISTRACTOR_AREA,
+    SHAPES,
     Scene,
+    Shape,
     SyntheticSpec,
+    classification_scene,
     composite,
     coverage,
     draw_scene,
     generate,
+    generate_classification,
     generate_segmentation,
     index_mask,
+    render_classification,
     render_image,
     render_segmentation,
 )
+
+from .conftest import ROOT
 
 
 def test_images_are_deterministic_and_do_not_depend_on_the_count(spec) -> None:
@@ -233,3 +242,89 @@ def test_segmentation_settings_are_checked(spec: SyntheticSpec, tmp_path: Path) 
         generate_segmentation(replace(spec, void_width=-1), tmp_path)
     with pytest.raises(ValueError, match=r"no shape named \['background'\]"):
         generate_segmentation(replace(spec, classes=("background", *spec.classes)), tmp_path)
+
+
+# -- classification -------------------------------------------------------------------------------
+
+SIX = ("circle", "diamond", "hexagon", "square", "star", "triangle")
+
+
+@pytest.fixture
+def six(spec: SyntheticSpec) -> SyntheticSpec:
+    return replace(spec, classes=SIX, num_images=24)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_every_shape_touches_all_four_sides_of_its_box(name: str) -> None:
+    """So that a detection box drawn around a shape is tight on it."""
+    alpha = coverage(Shape(name, 1, (5, 7, 45, 37), (255, 255, 255)), (50, 44), 0)
+    assert alpha.getbbox() == (5, 7, 45, 37)
+
+
+def test_classification_images_are_pure_in_seed_and_index(six: SyntheticSpec, tmp_path: Path) -> None:
+    more = replace(six, num_images=six.num_images * 2)
+    for index in range(six.num_images):
+        assert render_classification(six, index) == render_classification(more, index)
+    assert render_classification(six, 0) != render_classification(replace(six, seed=six.seed + 1), 0)
+    one = [p.read_bytes() for p in generate_classification(six, tmp_path / "one")]
+    two = [p.read_bytes() for p in generate_classification(six, tmp_path / "two", workers=2)]
+    assert one == two
+    digest = hashlib.sha256()
+    pinned = SyntheticSpec(12, SIX, 3, 64, 96, jpeg_quality=75, hard_fraction=0.5)
+    for index in range(12):
+        jpeg, label = render_classification(pinned, index)
+        digest.update(jpeg + label.encode())
+    assert digest.hexdigest() == "7e08da8e03e187d637e664040177cb72635a22aa1923998b7c872882d0e23def"
+
+
+def test_classification_folders_are_balanced_and_named_by_the_dominant_shape(
+    six: SyntheticSpec, tmp_path: Path
+) -> None:
+    images = generate_classification(six, tmp_path)
+    assert [p.name for p in images] == [f"shapes_{i:05d}.jpg" for i in range(six.num_images)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == list(SIX)
+    assert {c: len(list((tmp_path / c).iterdir())) for c in SIX} == {c: 4 for c in SIX}
+    distractors = 0
+    for index, path in enumerate(images):
+        *others, dominant = classification_scene(six, index).shapes
+        assert dominant.label == path.parent.name == render_classification(six, index)[1]
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.size == classification_scene(six, index).background.size
+        area = _area(dominant.box)
+        for other in others:
+            assert other.label != dominant.label
+            assert _area(other.box) <= DISTRACTOR_AREA[1] * area
+        distractors += len(others)
+    assert 0 < distractors <= six.max_distractors * six.num_images
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def test_hard_cases_are_cut_by_the_edge_or_low_in_contrast(six: SyntheticSpec) -> None:
+    def cut(scene: Scene) -> bool:
+        x0, y0, x1, y1 = scene.shapes[-1].box
+        width, height = scene.background.size
+        return x0 < 0 or y0 < 0 or x1 > width or y1 > height
+
+    def contrast(scene: Scene) -> float:
+        x0, y0, x1, y1 = scene.shapes[-1].box
+        under = np.asarray(scene.background)[max(0, y0) : y1, max(0, x0) : x1].reshape(-1, 3).mean(axis=0)
+        return float(np.abs(under - scene.shapes[-1].colour).max())
+
+    hard = [classification_scene(replace(six, hard_fraction=1.0), i) for i in range(six.num_images)]
+    assert any(cut(scene) for scene in hard)
+    assert any(not cut(scene) and contrast(scene) < 30 for scene in hard)
+    assert all(cut(scene) or contrast(scene) < 30 for scene in hard)
+    easy = [classification_scene(replace(six, hard_fraction=0.0), i) for i in range(six.num_images)]
+    assert not any(cut(scene) for scene in easy)
+
+
+def test_the_classify_config_builds_a_spec(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "conf" / "dataset" / "synthetic_classify.yaml").read_text())
+    spec = SyntheticSpec.from_config({**config, "num_images": 6})
+    assert generate_classification(spec, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(config["classes"])
+    with pytest.raises(ValueError, match="two or more distinct classes"):
+        generate_classification(replace(spec, classes=("circle", "circle")), tmp_path)

@@ -193,8 +193,8 @@ def test_spec_comes_from_the_video_config_group() -> None:
         "zones": [],
     }
     assert VideoSpec.from_config(config) == VideoSpec()
-    with pytest.raises(ValueError, match="hexagon"):
-        VideoSpec(classes=("hexagon",))
+    with pytest.raises(ValueError, match="pentagon"):
+        VideoSpec(classes=("pentagon",))
     with pytest.raises(ValueError, match="too few"):
         ground_truth(replace(SHORT, num_frames=20))
 
