@@ -239,17 +239,28 @@ def run_stage(folder: Path, name: str, logs: Path, overrides: tuple[str, ...] = 
     return run | {"overrides": list(overrides)}
 
 
-def make_project(tmp: Path, size: int, overrides: list[str]) -> Path:
-    """A copy of the project with ``size`` built-in images; its segment folder."""
+def make_project(tmp: Path, size: int, overrides: list[str], task: str = TASK) -> Path:
+    """A copy of the project with ``size`` built-in images; ``task``'s pipeline folder."""
     from odpipe.project import copy_project
     from odpipe.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params, load_params
 
     work = copy_project(ROOT, tmp / f"n{size}" / "project")
-    folder = work / TASK_FOLDERS[TASK]
-    compose_params(work, [f"task={TASK}", f"dataset.num_images={size}", *overrides], folder / PARAMS_FILE)
-    if load_params(folder).dataset.source != "synthetic_segment":
-        raise SystemExit("this benchmark generates the built-in dataset: dataset.source must be synthetic_segment")
+    folder = work / TASK_FOLDERS[task]
+    compose_params(work, [f"task={task}", f"dataset.num_images={size}", *overrides], folder / PARAMS_FILE)
+    if load_params(folder).dataset.source != f"synthetic_{task}":
+        raise SystemExit(f"this benchmark generates the built-in dataset: dataset.source must be synthetic_{task}")
     return folder
+
+
+def data_runs(tmp: Path, sizes: list[int], logs: Path, overrides: list[str], task: str = TASK) -> tuple[dict, dict]:
+    """A project copy per size, its data stages run: (the copies' task folders, their runs)."""
+    folders, runs = {}, {}
+    for size in sizes:
+        print(f"  data stages, {size} images ({time.strftime('%H:%M:%S')})", flush=True)
+        folders[size] = make_project(tmp, size, overrides, task)
+        (logs / str(size)).mkdir()
+        runs[str(size)] = run_data_stages(folders[size], logs / str(size))
+    return folders, runs
 
 
 def run_data_stages(folder: Path, logs: Path) -> dict:
@@ -264,11 +275,11 @@ def run_data_stages(folder: Path, logs: Path) -> dict:
     return runs
 
 
-def run_train(folder: Path, epochs: int, logs: Path) -> dict:
-    """The train stage and the bare fit on its records; the bare fit's images/s, the median of its
-    epochs' after the first (a machine shared with other work slows some epochs; the median
-    ignores a few). The stage's come from its journal, read by :func:`stage_rates` once nothing
-    more is measured."""
+def run_train(folder: Path, epochs: int, logs: Path, script: str = SCRIPT, marker: str = RESULT) -> dict:
+    """The train stage and the bare fit (``script --bare-fit``, its result line after ``marker``)
+    on its records; the bare fit's images/s, the median of its epochs' after the first (a machine
+    shared with other work slows some epochs; the median ignores a few). The stage's come from its
+    journal, read by :func:`stage_rates` once nothing more is measured."""
     from odpipe.project import project_root
     from odpipe.runtime import load_params
 
@@ -279,11 +290,11 @@ def run_train(folder: Path, epochs: int, logs: Path) -> dict:
     out: dict[str, dict] = {}
     for name, cmd in (
         ("stage", stage_command(folder, "train")),
-        ("bare", [sys.executable, SCRIPT, "--bare-fit", str(folder), str(epochs)]),
+        ("bare", [sys.executable, script, "--bare-fit", str(folder), str(epochs)]),
     ):
         try:
             run = measure(cmd, folder, logs / f"train_{name}.log")
-            out[name] = child_result(run) if name == "bare" else run
+            out[name] = child_result(run, marker) if name == "bare" else run
             print(f"    train {name:20s} {run['wall_s']:8.1f} s  peak RSS {run['peak_rss_mb']:7.0f} MB", flush=True)
         except RuntimeError as error:
             out[name] = failed(f"train {name}", error)
@@ -291,7 +302,6 @@ def run_train(folder: Path, epochs: int, logs: Path) -> dict:
     out["setup"] = {
         "epochs": epochs,
         "batch_size": params.train.batch_size,
-        "crop": params.segment.tile_size,
         "model": f"{model.architecture} alpha {model.get('alpha', '-')}",
     }
     return out
@@ -372,39 +382,58 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
-def goals(results: dict) -> list[dict]:
-    """Every ratio measured: value, target (None: no goal, reported for information), pass."""
-    rows = []
+def goal_row(
+    text: str, value: float | None, target: float | None = None, at_most: bool = False, note: str = ""
+) -> dict:
+    """One ratio measured: value, target (None: no goal, reported for information), pass."""
+    ok = None if value is None or target is None else (value <= target if at_most else value >= target)
+    return {"goal": text, "value": value, "target": target, "at_most": at_most, "pass": ok, "note": note}
 
-    def row(text: str, value: float | None, target: float | None = None, at_most: bool = False, note: str = "") -> None:
-        ok = None if value is None or target is None else (value <= target if at_most else value >= target)
-        rows.append({"goal": text, "value": value, "target": target, "at_most": at_most, "pass": ok, "note": note})
 
+def shared_goals(results: dict) -> list[dict]:
+    """What both Keras tasks' benchmarks aim at: the train stage against the bare fit, and the data
+    stages' peak memory flat from the smallest size to the largest."""
     train = results["train"]
-    row(
-        "train stage / bare model.fit, images/s",
-        ratio(train["stage"].get("images_per_second"), train["bare"].get("images_per_second")),
-        0.9,
-        note="training only, first epoch skipped",
-    )
+    rows = [
+        goal_row(
+            "train stage / bare model.fit, images/s",
+            ratio(train["stage"].get("images_per_second"), train["bare"].get("images_per_second")),
+            0.9,
+            note="training only, first epoch skipped",
+        )
+    ]
     small, large = (results["data"][str(size)] for size in (results["sizes"][0], results["sizes"][-1]))
     for stage in DATA_STAGES:
         first, last = small.get(stage, {}), large.get(stage, {})
         tree = ratio(last.get("tree_rss_mb"), first.get("tree_rss_mb"))
-        row(
-            f"{stage} peak RSS, {results['sizes'][-1]} / {results['sizes'][0]} images",
-            ratio(last.get("peak_rss_mb"), first.get("peak_rss_mb")),
-            None if stage == "ingest" else 1.2,  # ingest generates the images: informative only
-            at_most=True,
-            note=f"tree RSS {tree:.2f}x" if tree else "",
+        rows.append(
+            goal_row(
+                f"{stage} peak RSS, {results['sizes'][-1]} / {results['sizes'][0]} images",
+                ratio(last.get("peak_rss_mb"), first.get("peak_rss_mb")),
+                None if stage == "ingest" else 1.2,  # ingest generates the images: informative only
+                at_most=True,
+                note=f"tree RSS {tree:.2f}x" if tree else "",
+            )
         )
+    return rows
+
+
+def goals(results: dict) -> list[dict]:
+    """Every ratio measured: the shared goals, the write floor, the sliding windows."""
+    rows = shared_goals(results)
+
+    def row(text: str, value: float | None, note: str = "") -> None:
+        rows.append(goal_row(text, value, note=note))
+
     tfrecord, floor = results["write_speed"]["runs"]["tfrecord"], results["write_speed"]["runs"]["floor"]
-    row(
-        "tfrecord (augment.copies=0) / floor, MB/s",
-        ratio(tfrecord.get("mb_per_s"), floor.get("mb_per_s")),
-        0.5,
-        note=f"once started; start-up: tfrecord {fmt(tfrecord.get('startup_s'), '.1f')} s, "
-        f"floor {fmt(floor.get('startup_s'), '.2f')} s",
+    rows.append(
+        goal_row(
+            "tfrecord (augment.copies=0) / floor, MB/s",
+            ratio(tfrecord.get("mb_per_s"), floor.get("mb_per_s")),
+            0.5,
+            note=f"once started; start-up: tfrecord {fmt(tfrecord.get('startup_s'), '.1f')} s, "
+            f"floor {fmt(floor.get('startup_s'), '.2f')} s",
+        )
     )
     windows = results["windows"]
     whole, baseline = windows["whole image"], windows["baseline"].get("peak_rss_mb", 0)
@@ -421,13 +450,14 @@ def goals(results: dict) -> list[dict]:
     return rows
 
 
-def report(results: dict) -> None:
+def report_train(results: dict, size: str) -> None:
+    """The machine, then the train stage and the bare fit: images/s, each epoch's, wall, memory."""
     print(f"\n{results['cpus']} CPU(s), {results['machine']}")
     train = results["train"]
     setup = train["setup"]
     print(
         f"\ntrain: {results['images']} images, {setup['epochs']} epochs (first skipped), batch {setup['batch_size']}, "
-        f"crop {setup['crop']}, {setup['model']}"
+        f"{size}, {setup['model']}"
     )
     for name, run in (("train stage", train["stage"]), ("bare model.fit", train["bare"])):
         if "error" in run:
@@ -438,6 +468,19 @@ def report(results: dict) -> None:
             f"  {name:16s} {run['images_per_second']:7.1f} images/s (epochs: {epochs})  wall {run['wall_s']:4.0f} s  "
             f"peak RSS {run['peak_rss_mb']:5.0f} MB  load average {run['load_average']:.1f}"
         )
+
+
+def report_ratios(rows: list[dict]) -> None:
+    print("\nratios:")
+    for row in rows:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a " if row["target"] else "    "}[row["pass"]]
+        goal = f"(goal {'<=' if row['at_most'] else '>='} {row['target']}x)" if row["target"] else ""
+        note = f"  ({row['note']})" if row["note"] else ""
+        print(f"  {verdict}  {row['goal']:48s} {fmt(row['value'], '6.2f')}x  {goal:16s}{note}")
+
+
+def report(results: dict) -> None:
+    report_train(results, f"crop {results['train']['setup']['crop']}")
 
     print("\ndata stages:")
     print(f"{'images':>7s} {'run':28s} {'wall s':>7s} {'start s':>7s} {'work s':>7s} {'RSS MB':>7s} {'tree MB':>7s}")
@@ -468,12 +511,7 @@ def report(results: dict) -> None:
         " windows bound it by the tile, at any image size)"
     )
 
-    print("\nratios:")
-    for row in results["goals"]:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a " if row["target"] else "    "}[row["pass"]]
-        goal = f"(goal {'<=' if row['at_most'] else '>='} {row['target']}x)" if row["target"] else ""
-        note = f"  ({row['note']})" if row["note"] else ""
-        print(f"  {verdict}  {row['goal']:48s} {fmt(row['value'], '6.2f')}x  {goal:16s}{note}")
+    report_ratios(results["goals"])
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -498,7 +536,7 @@ def main() -> int:
     if chosen["epochs"] < 2 or len(sizes) < 2:
         parser.error("--epochs needs at least 2 (the first is not timed) and --sizes two different sizes")
 
-    from odpipe.runtime import compose_config
+    from odpipe.runtime import compose_config, load_params
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the train stage's runs go to each copy's own store
     tmp = Path(tempfile.mkdtemp(prefix="odpipe-bench-segment-"))
@@ -517,15 +555,12 @@ def main() -> int:
     }
     folders: dict[int, Path] = {}
     try:
-        for size in sorted({*sizes, chosen["images"]}):
-            print(f"  data stages, {size} images ({time.strftime('%H:%M:%S')})", flush=True)
-            folders[size] = make_project(
-                tmp, size, [f"train.epochs={chosen['epochs']}", "train.patience=null", *SMALL_MODEL, *overrides]
-            )
-            (logs / str(size)).mkdir()
-            results["data"][str(size)] = run_data_stages(folders[size], logs / str(size))
+        every = sorted({*sizes, chosen["images"]})
+        project_settings = [f"train.epochs={chosen['epochs']}", "train.patience=null", *SMALL_MODEL, *overrides]
+        folders, results["data"] = data_runs(tmp, every, logs, project_settings)
         print(f"  train, {chosen['images']} images ({time.strftime('%H:%M:%S')})", flush=True)
         results["train"] = run_train(folders[chosen["images"]], chosen["epochs"], logs / str(chosen["images"]))
+        results["train"]["setup"]["crop"] = load_params(folders[chosen["images"]]).segment.tile_size
         print(f"  write speed, {sizes[-1]} images ({time.strftime('%H:%M:%S')})", flush=True)
         results["write_speed"] = run_write_speed(folders[sizes[-1]], tmp / "floor.bin", logs / str(sizes[-1]))
         print(f"  sliding windows ({time.strftime('%H:%M:%S')})", flush=True)

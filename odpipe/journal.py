@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from odpipe.checkpoints import checkpoint_step, copy_checkpoint, latest
 from odpipe.files import read_jsonl, write_json, write_jsonl
 
 ELAPSED = "elapsed_s"  # training wall time so far, summed over resumed runs: what max_minutes caps
+ScalarCallback = Callable[[int, dict[str, float]], None]  # (step or epoch, metrics): where a loop reports them
 EARLY_STOPS = ("patience", "budget")  # stop reasons before the planned steps (or epochs) were all trained
 
 

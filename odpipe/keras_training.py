@@ -27,14 +27,14 @@ from pathlib import Path
 import tensorflow as tf
 
 from odpipe.checkpoints import checkpoint_step, latest
-from odpipe.journal import ELAPSED, Journal, Outcome, interrupt_requests
+from odpipe.distribute import check_batch, enable_memory_growth, make_strategy
+from odpipe.journal import ELAPSED, Journal, Outcome, ScalarCallback, interrupt_requests
 
 log = logging.getLogger(__name__)
 LOSS = "loss"
 IMAGES_PER_SECOND = "train/images_per_second"
 VAL_SECONDS = "val/seconds"
 PROGRESS_SECONDS = 30.0
-ScalarCallback = Callable[[int, dict[str, float]], None]
 # Sets the model up for the phase that starts at the given epoch (trainable flags, compile) and
 # returns the epoch where that phase ends.
 PreparePhase = Callable[[int], int]
@@ -52,6 +52,28 @@ class EpochSchedule:
 
     def out_of_time(self, elapsed: float) -> bool:
         return self.max_minutes is not None and elapsed >= 60 * self.max_minutes
+
+    @classmethod
+    def from_config(cls, train: Mapping, examples: int) -> EpochSchedule:
+        """The ``train`` config's schedule, an epoch being one pass over ``examples`` train
+        examples (the last partial batch dropped)."""
+        return cls(
+            epochs=train["epochs"],
+            steps_per_epoch=max(1, examples // train["batch_size"]),
+            patience=train["patience"],
+            keep=train["keep"],
+            max_minutes=train["max_minutes"],
+        )
+
+
+def start_strategy(train: Mapping) -> tf.distribute.Strategy:
+    """The configured strategy (GPU memory taken as needed), the batch checked against its
+    replicas, and every random seed set: what a Keras task's train stage does before building."""
+    enable_memory_growth()
+    strategy = make_strategy(train["strategy"], train["devices"])
+    check_batch(train["batch_size"], strategy.num_replicas_in_sync)
+    seed_everything(train["seed"])
+    return strategy
 
 
 SINGLE_HOST = ("auto", "mirrored")  # strategies whose one process holds the journal, MLflow and outputs

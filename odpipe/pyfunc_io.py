@@ -8,20 +8,22 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, Schema
 from PIL import Image, UnidentifiedImageError
 
+from odpipe.export_folder import CLASSES_FILE, SAVED_MODEL_DIR
 from odpipe.images import DECODE_ERRORS, readable_bytes
 from odpipe.runs import active_run, register_version
 
@@ -104,6 +106,44 @@ def input_example() -> pd.DataFrame:
 def requirements() -> list[str]:
     """``REQUIREMENTS`` pinned to the versions installed here."""
     return [f"{name}=={version(name)}" for name in REQUIREMENTS]
+
+
+class ExportFolderModel(PythonModel):
+    """An export folder (``saved_model/`` with ``classes.json`` beside it, as the Keras tasks
+    write) behind MLflow's pyfunc interface, one output row per input image. A subclass says how to
+    ``load`` the folder, its ``OUTPUT`` columns and each image's ``answer``; it must live in an
+    importable module (cloudpickle stores a reference to the class, not a copy)."""
+
+    OUTPUT: Mapping[str, str] = {}
+    FOLDER_ARTIFACTS = (SAVED_MODEL_DIR, CLASSES_FILE)  # logged under their own names, so that they stay a folder
+
+    def load(self, export_dir: Path) -> Any:
+        raise NotImplementedError
+
+    def answer(self, images: list[bytes]) -> Iterable[dict]:
+        raise NotImplementedError
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self.export = self.load(Path(context.artifacts[self.FOLDER_ARTIFACTS[0]]).parent)
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        images = parse_images(model_input)
+        paths = input_paths(model_input)
+        rows = [
+            {IMAGE: index, PATH: paths[index] if paths else None, **answer}
+            for index, answer in enumerate(self.answer(images))
+        ]
+        frame = pd.DataFrame(rows, columns=list(self.OUTPUT))
+        return frame if paths else frame.drop(columns=[PATH])
+
+    def register(
+        self, client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float], split: str
+    ) -> str:
+        """Log ``export_dir`` to the run as this model and register it as a new version of ``name``."""
+        artifacts = {artifact: export_dir / artifact for artifact in self.FOLDER_ARTIFACTS}
+        return log_and_register(client, run_id, self, artifacts, signature(self.OUTPUT), name, metrics, split)
 
 
 def signature(outputs: Mapping[str, str], params: ParamSchema | None = None) -> ModelSignature:

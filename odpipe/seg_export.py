@@ -16,7 +16,6 @@ float32 at the input's size. An image within a tile runs whole (one window); a l
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from odpipe.export_folder import CLASSES_FILE, SAVED_MODEL_DIR, read_classes
 from odpipe.files import write_json
 from odpipe.tiling import check_tiling, sliding_window_probabilities
-
-SAVED_MODEL_DIR = "saved_model"
-CLASSES_FILE = "classes.json"
 
 
 class SegmenterModule(tf.Module):
@@ -104,9 +101,6 @@ class Segmenter:
 
 def load_segmenter(export_dir: Path) -> Segmenter:
     """The folder :func:`export_segmenter` wrote."""
-    classes_path = Path(export_dir) / CLASSES_FILE
-    if not classes_path.is_file():
-        raise ValueError(f"{classes_path}: missing; is {export_dir} a segmenter export?")
-    classes = json.loads(classes_path.read_text())
+    classes = read_classes(export_dir, "a segmenter")
     saved_model = tf.saved_model.load(str(Path(export_dir) / SAVED_MODEL_DIR))
     return Segmenter(saved_model, list(classes["names"]), [tuple(color) for color in classes["colors"]])

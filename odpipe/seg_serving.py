@@ -9,57 +9,36 @@ Input as every odpipe model's (:mod:`odpipe.pyfunc_io`): one row per image, the 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 
 from odpipe.index_masks import encode_png
-from odpipe.pyfunc_io import (
-    IMAGE,
-    PATH,
-    input_paths,
-    log_and_register,
-    parse_images,
-    signature,
-)
-from odpipe.seg_export import CLASSES_FILE, SAVED_MODEL_DIR, load_segmenter
+from odpipe.pyfunc_io import IMAGE, PATH, ExportFolderModel
+from odpipe.seg_export import Segmenter, load_segmenter
 
 MASK = "mask_png"
 OUTPUT = {IMAGE: "long", PATH: "string", "width": "long", "height": "long", MASK: "string"}
 
 
-class SegmenterModel(PythonModel):
-    """The exported segmenter behind MLflow's pyfunc interface (defined in an importable module:
-    cloudpickle stores a reference to the class, not a copy)."""
+class SegmenterModel(ExportFolderModel):
+    """The exported segmenter: each image's class map, as a base64 PNG of class ids, and its size."""
 
-    def load_context(self, context: PythonModelContext) -> None:
-        # load_segmenter takes the export folder: the artifacts keep the export's file names.
-        self.segmenter = load_segmenter(Path(context.artifacts[SAVED_MODEL_DIR]).parent)
+    OUTPUT = OUTPUT
 
-    def predict(
-        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Each row's class map, as a base64 PNG of class ids."""
-        images = parse_images(model_input)
-        paths = input_paths(model_input)
-        rows = []
-        for index, data in enumerate(images):
-            class_map, _ = self.segmenter.predict(data)
+    def load(self, export_dir: Path) -> Segmenter:
+        return load_segmenter(export_dir)
+
+    def answer(self, images: list[bytes]) -> Iterator[dict]:
+        for data in images:
+            class_map, _ = self.export.predict(data)
             height, width = class_map.shape
-            png = base64.b64encode(encode_png(class_map)).decode()
-            rows.append(
-                {IMAGE: index, PATH: paths[index] if paths else None, "width": width, "height": height, MASK: png}
-            )
-        frame = pd.DataFrame(rows, columns=list(OUTPUT))
-        return frame if paths else frame.drop(columns=[PATH])
+            yield {"width": width, "height": height, MASK: base64.b64encode(encode_png(class_map)).decode()}
 
 
 def register_segmenter(
     client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: dict[str, float], split_sha256: str
 ) -> str:
     """Log the export to the run and register it as a new version of ``name``; returns the version."""
-    artifacts = {SAVED_MODEL_DIR: export_dir / SAVED_MODEL_DIR, CLASSES_FILE: export_dir / CLASSES_FILE}
-    return log_and_register(client, run_id, SegmenterModel(), artifacts, signature(OUTPUT), name, metrics, split_sha256)
+    return SegmenterModel().register(client, run_id, export_dir, name, metrics, split_sha256)

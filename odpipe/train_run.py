@@ -6,15 +6,20 @@ interrupted run), and at the end the stage's outputs: the selected checkpoint wi
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-from odpipe.checkpoints import empty, exclusive, publishing
+from odpipe.checkpoints import empty, exclusive, inputs_digest, publishing
 from odpipe.files import write_csv, write_json
-from odpipe.journal import Journal, Outcome, resume_point, rows_table
+from odpipe.journal import Journal, Outcome, ScalarCallback, resume_point, rows_table
+from odpipe.manifest import sha256_file
+from odpipe.project import project_root
 from odpipe.runs import (
     DATA_VERSION_TAG,
     RESUMED_AT_TAG,
@@ -78,6 +83,43 @@ def train_run(
         with mlflow.status():
             yield TrainRun(work, restored, first_step, journal, mlflow, run_id, uri)
         mlflow.report()
+
+
+def work_and_inputs(
+    train_work: Path, data_version: str, model: Mapping, train: Mapping, code: Sequence[ModuleType], **more: str
+) -> tuple[Path, dict[str, str]]:
+    """A Keras task's work folder (under ``train_work`` at the project root) and the inputs it is
+    named after: the data version, the model config, the ``train`` settings given (what changes
+    the weights, not how long or where to run), the task's own (``more``) and the digest of the
+    ``code`` that builds and trains the model. Same inputs, same folder: a rerun resumes there."""
+    inputs = {
+        "data": data_version,
+        "model": json.dumps(dict(model), sort_keys=True),
+        "train": json.dumps(dict(train), sort_keys=True),
+        **more,
+        "model_code": inputs_digest({m.__name__: sha256_file(Path(m.__file__)) for m in code}),
+    }
+    return project_root(Path.cwd()) / train_work / inputs_digest(inputs)[:16], inputs
+
+
+def epoch_reporters(run: TrainRun, epochs: int, select: str, label: str) -> tuple[ScalarCallback, ScalarCallback]:
+    """The epoch loop's ``on_losses`` and ``on_val``: each to the MLflow run, and after val one
+    line with the epoch's loss, its ``select`` metric (``label`` for people) and the best so far."""
+
+    def on_losses(epoch: int, losses: dict[str, float]) -> None:
+        run.mlflow.metrics(losses, epoch)
+
+    def on_val(epoch: int, metrics: dict[str, float]) -> None:
+        run.mlflow.metrics(metrics, epoch)
+        best = run.journal.best or {"step": epoch, "metrics": metrics}
+        loss = run.journal.losses[-1]["loss"]
+        extra = f"  val loss {metrics['val/loss']:.4f}" if "val/loss" in metrics else ""
+        log.info(
+            "epoch %d/%d: loss %.4f  val %s %.4f%s  (best %.4f at epoch %d)",
+            epoch, epochs, loss, label, metrics.get(select, math.nan), extra, best["metrics"][select], best["step"],
+        )  # fmt: skip
+
+    return on_losses, on_val
 
 
 def publish(run: TrainRun, outcome: Outcome, keep: str, paths: Mapping) -> dict:

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,3 +194,23 @@ def kill_after_first_epoch_then_resume(project: Path, folder: Path, script: str,
     assert "resuming from epoch" in again.stdout
     assert json.loads((work / "run.json").read_text())["run_id"] != first_run  # a new run, tagged as resumed
     return work
+
+
+def task_pipeline_run(tmp_path_factory, task: str, gate: str) -> Iterator[Path]:
+    """For a module fixture: a copy of the repo after one `dvc exp run` (named "gated") of
+    ``task``'s own pipeline on the smoke settings, with ``gate`` (``key=value`` in that task's
+    params.yaml: a gate every model passes, so the registry is exercised); every stage ran."""
+    from odpipe.project import copy_project, run_dvc, stage_names
+    from odpipe.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params
+
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    folder = TASK_FOLDERS[task]
+    work = copy_project(ROOT, tmp_path_factory.mktemp(task) / "project")
+    compose_params(work, [f"task={task}", "experiment=smoke"], work / folder / PARAMS_FILE)
+    dvc_yaml, params = f"{folder}/dvc.yaml", f"{folder}/{PARAMS_FILE}"
+    proc = run_dvc(work, "exp", "run", dvc_yaml, "-n", "gated", "-S", f"{params}:{gate}", timeout=1500)
+    ran = {name.split(":")[-1] for name in re.findall(r"Running stage '([\w:/.-]+)'", proc.stdout)}
+    assert ran == set(stage_names(work / folder)), proc.stdout[-3000:]
+    yield work
+    mp.undo()

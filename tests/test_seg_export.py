@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from odpipe.seg_export import CLASSES_FILE, Segmenter, export_segmenter, load_segmenter
+from odpipe.export_folder import CLASSES_FILE
+from odpipe.seg_export import Segmenter, export_segmenter, load_segmenter
 from odpipe.seg_models import build_model
 from odpipe.tiling import sliding_window_probabilities
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -22,42 +22,23 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from odpipe.files import read_csv, read_jsonl
-from odpipe.project import copy_project, experiments, run_dvc, stage_names
+from odpipe.project import experiments, stage_names
 from odpipe.runs import read_run_id
-from odpipe.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params, load_params
+from odpipe.runtime import PARAMS_FILE, TASK_FOLDERS, load_params
 from odpipe.seg_export import load_segmenter
 from odpipe.seg_metrics import confusion, segmentation_metrics
 from odpipe.segment_data import read_rows
 
-from .conftest import ROOT, kill_after_first_epoch_then_resume
+from .conftest import kill_after_first_epoch_then_resume, task_pipeline_run
 
 SEGMENT = TASK_FOLDERS["segment"]
-SMOKE = ["task=segment", "experiment=smoke"]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory) -> Iterator[Path]:
     """A copy of the repo after one `dvc exp run` of the segment pipeline on the smoke settings,
     with a gate every model passes (so the registry is exercised)."""
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    work = copy_project(ROOT, tmp_path_factory.mktemp("segment") / "project")
-    compose_params(work, SMOKE, work / SEGMENT / PARAMS_FILE)
-    proc = run_dvc(
-        work,
-        "exp",
-        "run",
-        "segment/dvc.yaml",
-        "-n",
-        "gated",
-        "-S",
-        "segment/params.yaml:evaluate.min_miou=0.0",
-        timeout=1500,
-    )
-    ran = {name.split(":")[-1] for name in re.findall(r"Running stage '([\w:/.-]+)'", proc.stdout)}
-    assert ran == set(stage_names(work / SEGMENT)), proc.stdout[-3000:]
-    yield work
-    mp.undo()
+    yield from task_pipeline_run(tmp_path_factory, "segment", "evaluate.min_miou=0.0")
 
 
 def _folder(project: Path) -> Path:
