@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro segment test bench bench-segment bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
+.PHONY: help env params deps repro segment classify test bench bench-segment bench-classify bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 TASK ?= detect
-params: $(STAMP)  ## compose conf/ into the task's params.yaml (TASK=segment: segment/params.yaml; OVERRIDES="train.num_steps=200 ...")
+params: $(STAMP)  ## compose conf/ into the task's params.yaml (TASK=segment|classify: <task>/params.yaml; OVERRIDES="train.num_steps=200 ...")
 	$(PY) -m odpipe.runtime task=$(TASK) $(OVERRIDES)
 
 deps: $(STAMP)  ## list in dvc.yaml every odpipe module each stage imports
@@ -39,6 +39,9 @@ repro: $(STAMP)  ## run the whole pipeline on the built-in data
 
 segment: $(STAMP)  ## the segmentation pipeline (segment/dvc.yaml) on the built-in data
 	dvc repro segment/dvc.yaml
+
+classify: $(STAMP)  ## the classification pipeline (classify/dvc.yaml) on the built-in data
+	dvc repro classify/dvc.yaml
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest
@@ -69,6 +72,9 @@ bench-tflite: $(STAMP)  ## TFLite float, float16 and int8 against the SavedModel
 
 bench-segment: $(STAMP)  ## segmentation: train stage vs bare model.fit, data stages' memory 1k vs 10k, sliding windows vs whole image
 	$(PY) benchmarks/segment_speed.py $(ARGS)
+
+bench-classify: $(STAMP)  ## classification: train stage vs bare model.fit on image_dataset_from_directory, data stages' memory 2k vs 20k
+	$(PY) benchmarks/classify_speed.py $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	ruff check odpipe stages tests benchmarks && ruff format --check odpipe stages tests benchmarks

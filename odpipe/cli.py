@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "predict": "detections (or class maps, for a segmenter) for images: JSON/CSV, annotated copies",
+    "predict": "detections for images (class maps for a segmenter, top classes for a classifier): JSON/CSV",
     "track": "detect, track and count objects in a video, a folder of frames or a stream",
 }
 

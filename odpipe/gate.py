@@ -34,6 +34,14 @@ class GateMetric:
 
 DETECT_GATE = GateMetric("map", "test mAP@[.5:.95]", "evaluate.min_map")
 SEGMENT_GATE = GateMetric("mIoU", "test mIoU", "evaluate.min_miou")
+CLASSIFY_METRICS = ("top1", "top5", "macro_f1", "weighted_f1")  # higher is better: what a gate may compare
+
+
+def classify_gate(metric: str) -> GateMetric:
+    """The classify task's gate on ``evaluate.metric``, one of :data:`CLASSIFY_METRICS`."""
+    if metric not in CLASSIFY_METRICS:
+        raise ValueError(f"evaluate.metric: {metric!r} cannot gate a model; use one of {', '.join(CLASSIFY_METRICS)}")
+    return GateMetric(metric, f"test {metric}", "evaluate.min_value")
 
 
 def quality_gate(

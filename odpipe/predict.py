@@ -2,7 +2,9 @@
 
 INPUT is an image, a folder (searched recursively) or a glob. A segmentation export (the segment
 task's, with its ``classes.json``) writes class maps instead (:mod:`odpipe.seg_predict`): index
-PNGs, colour PNGs, overlays, and ``segmentation.csv`` with each class's share of each image. For
+PNGs, colour PNGs, overlays, and ``segmentation.csv`` with each class's share of each image. A
+classifier export writes ``classification.csv``: each image's top-5 classes with their
+probabilities (:mod:`odpipe.cls_predict`). For
 a detector, for each image the detections
 go to ``detections.json`` and ``detections.csv`` (class name, score, pixel box) and an
 annotated copy to ``annotated/``. Images are read the way training read them (EXIF rotation
@@ -27,14 +29,16 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from odpipe.annotations import IMAGE_SUFFIXES, Annotation, write_coco, write_voc
+from odpipe.cls_export import is_classifier
+from odpipe.cls_predict import predict_classes
 from odpipe.detectors import load_detector
 from odpipe.evaluation import as_boxes, decode_error, detect, score_captions
 from odpipe.export import LABEL_MAP_NAME
+from odpipe.export_folder import CLASSES_FILE
 from odpipe.files import unique_stems, write_csv, write_json
 from odpipe.images import readable_bytes
 from odpipe.label_map import read_label_map
 from odpipe.report import draw_boxes
-from odpipe.seg_export import CLASSES_FILE
 from odpipe.seg_predict import predict_masks
 
 CSV_COLUMNS = ("file", "class", "score", "xmin", "ymin", "xmax", "ymax")
@@ -160,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = expand_inputs(args.inputs)
     except FileNotFoundError as err:
         parser.error(str(err))
+    if is_classifier(args.model_dir):
+        return _report(*predict_classes(args.model_dir, images), "classification", args.out)
     if (args.model_dir / CLASSES_FILE).is_file():
         return _report(*predict_masks(args.model_dir, images, args.out), "segmentation", args.out)
     rows, errors = predict_images(args.model_dir, images, args.out, args.min_score, args.max_detections, args.format)
@@ -174,11 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(rows: list[dict], errors: list[str], columns: list[str], kind: str, out: Path) -> int:
-    """Write a segmenter's rows and say what was done; exit status 1 if any image failed."""
+    """Write a segmenter's or a classifier's rows and say what was done; exit status 1 if any image failed."""
     write_csv(rows, columns, out / f"{kind}.csv")
     for error in errors:
         print(error, file=sys.stderr)
-    print(f"{len(rows)} image(s) segmented -> {out} (masks/, colour/, overlays/, {kind}.csv)")
+    pictures = "masks/, colour/, overlays/, " if kind == "segmentation" else ""
+    print(f"{len(rows)} image(s) -> {out} ({pictures}{kind}.csv)")
     return 1 if errors else 0
 
 

@@ -26,7 +26,7 @@ DVC_FILE = "dvc.yaml"
 CONF_DIR = "conf"
 # Each task is a pipeline of its own: a dvc.yaml and the params.yaml composed for it, in this
 # folder of the project (conf/task/<task>.yaml). Detection, the first, kept the root.
-TASK_FOLDERS = {"detect": ".", "segment": "segment"}
+TASK_FOLDERS = {"detect": ".", "segment": "segment", "classify": "classify"}
 _ABSENT = object()
 # Handed to every stage undeclared. `mlflow` says where runs are recorded: train logs there while
 # it runs, but a new experiment name must not retrain hours of work (evaluate declares it and

@@ -37,10 +37,14 @@ def test_committed_params_yaml_is_the_fresh_composition_of_conf(task: str, tmp_p
 
 
 def _task_of(override: str) -> str:
-    """The task a config group option belongs to: segmentation models and datasets say so."""
+    """The task a config group option belongs to: segmentation and classification models and
+    datasets say so."""
     group, name = override.split("=")
     text = (ROOT / "conf" / group / f"{name}.yaml").read_text()
-    return "segment" if "task: segment" in text or "source: synthetic_segment" in text else "detect"
+    for task in ("segment", "classify"):
+        if f"task: {task}" in text or f"source: synthetic_{task}" in text:
+            return task
+    return "detect"
 
 
 # Values a config group leaves to the user (`???`), as a user would give them.
