@@ -214,3 +214,22 @@ def task_pipeline_run(tmp_path_factory, task: str, gate: str) -> Iterator[Path]:
     assert ran == set(stage_names(work / folder)), proc.stdout[-3000:]
     yield work
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory) -> Iterator[Path]:
+    """A copy of the repo after one full `dvc repro` of the detection smoke configuration: the
+    trained smoke model that the end-to-end tests (which go on to change it) and the serving
+    tests (which register a copy's export) share, so that it is trained once per session."""
+    from odpipe.project import copy_project, run_dvc, stage_names
+    from odpipe.runtime import PARAMS_FILE, compose_params
+
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = copy_project(ROOT, tmp_path_factory.mktemp("smoke") / "project")
+    compose_params(work, ["experiment=smoke"], work / PARAMS_FILE)
+    proc = run_dvc(work, "repro", timeout=1200)
+    ran = set(re.findall(r"Running stage '([\w:/.-]+)'", proc.stdout))
+    assert ran == set(stage_names(work)), proc.stdout[-3000:]
+    yield work
+    mp.undo()

@@ -28,18 +28,14 @@ from odpipe.export import LABEL_MAP_NAME
 from odpipe.images import readable_bytes
 from odpipe.label_map import read_label_map
 from odpipe.predict import predict_images
-from odpipe.project import copy_project, run_dvc
 from odpipe.pyfunc_io import input_paths, parse_images
 from odpipe.runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
-from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.runtime import load_params
 from odpipe.servers import scoring_server
 from odpipe.serving import DEFAULT_MIN_SCORE, detections_frame, register_model
 
-from .conftest import ROOT
-
 NAME = "odpipe-detector"
 # The smoke experiment without mosaics or validation: a model to serve, not a good one.
-SMOKE = ["experiment=smoke", "augment=none", "train.eval_every=null", "train.keep=last"]
 BOX = ("xmin", "ymin", "xmax", "ymax")
 LABELS = ("image", "path", "class_id", "class")  # compared exactly; the rest within tolerance
 BOX_TOLERANCE, SCORE_TOLERANCE = 1e-3, 1e-5
@@ -137,16 +133,14 @@ def _reference(export: Path, images: list[tuple[str, bytes]], min_score: float) 
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory) -> Iterator[Registered]:
-    """The smoke model (20 steps), exported and registered in a sqlite store of its own; the
-    test images, a greyscale PNG among them (converted on reading), and odpipe predict's
-    detections of them."""
+def registered(tmp_path_factory, smoke_project: Path) -> Iterator[Registered]:
+    """The session's smoke model (its export as the tests before left it: only read here),
+    registered in a sqlite store of its own; the test images, a greyscale PNG among them
+    (converted on reading), and odpipe predict's detections of them."""
     mp = pytest.MonkeyPatch()
     mp.delenv(TRACKING_URI_ENV, raising=False)
     base = tmp_path_factory.mktemp("serving")
-    work = copy_project(ROOT, base / "project")
-    compose_params(work, SMOKE, work / PARAMS_FILE)
-    run_dvc(work, "repro", "export", timeout=900)
+    work = smoke_project
     paths = load_params(work).paths
     export = work / paths.export
     jpegs = sorted((work / paths.clean_images).glob("*.jpg"))[:3]
