@@ -9,7 +9,7 @@ Shards, their names, the seeded order of the train split and the workers are det
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from PIL import Image
 from odpipe.augmentation import JPEG_QUALITY, Policy, cached_transform, copy_seed, decode_rgb
 from odpipe.classify_data import ClassRow
 from odpipe.parallel import Workers
-from odpipe.tfrecord import bytes_feature, image_format, ints_feature, shuffled
+from odpipe.tfrecord import bytes_feature, image_format, ints_feature, split_units
 
 COUNTS = "counts.json"  # beside the shards: examples per split
 
@@ -74,18 +74,15 @@ def split_examples(
 ) -> Iterator[bytes]:
     """A split's serialized Examples in the order they are written, each image read when its
     turn comes; the train split (``order_seed`` given) with the policy's copies, shuffled."""
-    units: Iterable[tuple[ClassRow, int]] = (
-        ((row, 0) for row in rows) if order_seed is None else shuffled(rows, policy.copies, order_seed)
-    )
     build = partial(example_bytes, images=images, names=names, policy=policy)
-    return workers.map(build, units, inline=lambda unit: unit[1] == 0)
+    return workers.map(build, split_units(rows, policy.copies, order_seed), inline=lambda unit: unit[1] == 0)
 
 
 def parse_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """In a ``tf.data`` pipeline: the image (H, W, 3) uint8 and its class id (int32)."""
+    """In a ``tf.data`` pipeline: the image's encoded bytes (decoded by the caller as the export
+    decodes: :func:`odpipe.cls_export.decode_resized`) and its class id (int32)."""
     parsed = tf.io.parse_single_example(serialized, FEATURES)
-    image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
-    return image, tf.cast(parsed["image/class/label"], tf.int32)
+    return parsed["image/encoded"], tf.cast(parsed["image/class/label"], tf.int32)
 
 
 def preview_images(rows: Sequence[ClassRow], images: Path, policy: Policy) -> list[bytes]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from odpipe.class_records import FEATURES, parse_example
+from odpipe.class_records import parse_example
 from odpipe.cls_export import decode_resized
 from odpipe.cls_metrics import classification_metrics
 from odpipe.cls_models import build_model, freeze_epochs, set_phase
@@ -38,24 +38,20 @@ def class_weights(counts: Sequence[int], mode: str) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def _resized(image: tf.Tensor, size: int) -> tf.Tensor:
-    return tf.image.resize(image, (size, size))  # what cls_export.decode_resized does after decoding
-
-
 def train_dataset(
     records: Path, batch_size: int, image_size: int, num_classes: int, weights: np.ndarray, seed: int
 ) -> tf.data.Dataset:
     """Endless batches of (pixels, one-hot label, class weight) from the train shards, read interleaved."""
     table = tf.constant(weights, tf.float32)
 
-    def example(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        return _resized(image, image_size), tf.one_hot(label, num_classes), tf.gather(table, label)
+    def example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        encoded, label = parse_example(serialized)
+        return decode_resized(encoded, image_size), tf.one_hot(label, num_classes), tf.gather(table, label)
 
     files = tf.data.Dataset.list_files(shard_pattern(records, "train"), shuffle=True, seed=seed)
     examples = files.interleave(tf.data.TFRecordDataset, num_parallel_calls=AUTOTUNE, deterministic=True)
-    parsed = examples.shuffle(SHUFFLE_BUFFER, seed=seed).repeat().map(parse_example, num_parallel_calls=AUTOTUNE)
-    batches = parsed.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
-    return batches.prefetch(AUTOTUNE)
+    parsed = examples.shuffle(SHUFFLE_BUFFER, seed=seed).repeat().map(example, num_parallel_calls=AUTOTUNE)
+    return parsed.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def split_batches(records: Path, split: str, image_size: int, batch_size: int) -> tf.data.Dataset:
@@ -63,8 +59,8 @@ def split_batches(records: Path, split: str, image_size: int, batch_size: int) -
     export does (its encoded bytes through :func:`odpipe.cls_export.decode_resized`)."""
 
     def example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        parsed = tf.io.parse_single_example(serialized, FEATURES)
-        return decode_resized(parsed["image/encoded"], image_size), tf.cast(parsed["image/class/label"], tf.int32)
+        encoded, label = parse_example(serialized)
+        return decode_resized(encoded, image_size), label
 
     files = sorted(tf.io.gfile.glob(shard_pattern(records, split)))
     return tf.data.TFRecordDataset(files).map(example, num_parallel_calls=AUTOTUNE).batch(batch_size)

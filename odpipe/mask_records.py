@@ -9,7 +9,7 @@ Shards, their names, the seeded order of the train split and the workers are det
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from odpipe.augmentation import JPEG_QUALITY, Policy, cached_transform, copy_see
 from odpipe.index_masks import decode_png, encode_png
 from odpipe.parallel import Workers
 from odpipe.segment_data import Row
-from odpipe.tfrecord import bytes_feature, image_format, ints_feature, shuffled
+from odpipe.tfrecord import bytes_feature, image_format, ints_feature, split_units
 
 COUNTS = "counts.json"  # beside the shards: examples per split
 
@@ -79,11 +79,8 @@ def split_examples(
 ) -> Iterator[bytes]:
     """A split's serialized Examples in the order they are written, each pair read when its
     turn comes; the train split (``order_seed`` given) with the policy's copies, shuffled."""
-    units: Iterable[tuple[Row, int]] = (
-        ((row, 0) for row in rows) if order_seed is None else shuffled(rows, policy.copies, order_seed)
-    )
     build = partial(example_bytes, images=images, masks=masks, policy=policy)
-    return workers.map(build, units, inline=lambda unit: unit[1] == 0)
+    return workers.map(build, split_units(rows, policy.copies, order_seed), inline=lambda unit: unit[1] == 0)
 
 
 def parse_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

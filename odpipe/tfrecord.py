@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,8 @@ from odpipe.annotations import Box
 IMAGE_FORMATS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png"}
 SHARD_BYTES = 100 * 2**20  # TensorFlow's advice: shards of 100 MB or more read efficiently
 MIN_SHARDS = 2  # interleaved reading, and a shard of its own for each of two workers
+
+T = TypeVar("T")  # a split's row: detection's ImageBoxes, the Keras tasks' rows
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def auto_num_shards(num_bytes: int) -> int:
     return max(MIN_SHARDS, math.ceil(num_bytes / SHARD_BYTES))
 
 
-def shuffled(records: Sequence[ImageBoxes], copies: int, seed: int) -> Iterator[tuple[ImageBoxes, int]]:
+def shuffled(records: Sequence[T], copies: int, seed: int) -> Iterator[tuple[T, int]]:
     """Every (image, copy number) pair, copy 0 being the original, in one seeded random order.
 
     The OD API shuffles with a buffer of a few thousand examples: written in file-name order
@@ -149,6 +152,12 @@ def shuffled(records: Sequence[ImageBoxes], copies: int, seed: int) -> Iterator[
     order = np.random.default_rng(seed).permutation(len(records) * (copies + 1))
     for unit in order:
         yield records[unit // (copies + 1)], int(unit % (copies + 1))
+
+
+def split_units(rows: Sequence[T], copies: int, order_seed: int | None) -> Iterable[tuple[T, int]]:
+    """A split's (row, copy number) units in the order they are written: as they are (copy 0
+    each) for val and test; for train (``order_seed`` given) with ``copies`` each, shuffled."""
+    return ((row, 0) for row in rows) if order_seed is None else shuffled(rows, copies, order_seed)
 
 
 def with_images(records: Iterable[ImageBoxes], image_root: Path) -> Iterator[tuple[ImageBoxes, bytes]]:

@@ -80,9 +80,9 @@ def test_records_hold_the_class_for_the_od_apis_decoder_and_copies_are_worker_in
     for path in sorted(records.glob("train-*")):
         for serialized in tf.data.TFRecordDataset(str(path)):
             decoded = decoder.decode(serialized)
-            image, label = parse_example(serialized)
+            encoded, label = parse_example(serialized)
             assert int(decoded[fields.InputDataFields.groundtruth_image_classes].numpy()[0]) == int(label)
-            assert image.shape == (30, 40, 3)
+            assert tf.io.decode_image(encoded, channels=3).shape == (30, 40, 3)
             seen.append((decoded[fields.InputDataFields.filename].numpy().decode(), int(label)))
     assert len(seen) == 12 and sum("#aug1" in name for name, _ in seen) == 6
     assert all(int(Path(name.split("#")[0]).stem) % 3 == label for name, label in seen)
