@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help env params deps repro segment classify test bench bench-segment bench-classify bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
+.PHONY: help env params deps repro segment classify test test-fast bench bench-segment bench-classify bench-quality bench-augment bench-train bench-data bench-track bench-serve bench-tflite lint format mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 TASK ?= detect
 params: $(STAMP)  ## compose conf/ into the task's params.yaml (TASK=segment|classify: <task>/params.yaml; OVERRIDES="train.num_steps=200 ...")
-	$(PY) -m odpipe.runtime task=$(TASK) $(OVERRIDES)
+	$(PY) -m odpipe.core.runtime task=$(TASK) $(OVERRIDES)
 
 deps: $(STAMP)  ## list in dvc.yaml every odpipe module each stage imports
-	$(PY) -m odpipe.project
+	$(PY) -m odpipe.devtools.deps
 
 repro: $(STAMP)  ## run the whole pipeline on the built-in data
 	dvc repro
@@ -43,8 +43,12 @@ segment: $(STAMP)  ## the segmentation pipeline (segment/dvc.yaml) on the built-
 classify: $(STAMP)  ## the classification pipeline (classify/dvc.yaml) on the built-in data
 	dvc repro classify/dvc.yaml
 
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest
+TEST_WORKERS ?= 2
+test: $(STAMP)  ## run the whole test suite (what CI runs), in TEST_WORKERS processes
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+test-fast: $(STAMP)  ## the unit tests only (tests/unit, a few minutes): the edit loop
+	$(PY) -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)  ## quality bar: default pipeline from scratch, test mAP and stage times
 	$(PY) benchmarks/quality.py

@@ -11,3 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
 # Albumentations asks PyPI for a newer release on import: slow offline, and not our business.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+# Models registered before odpipe's modules moved into packages name their classes by the old
+# paths: keep those importing (odpipe.moved says which, and why).
+from odpipe.moved import install as _install_moved  # noqa: E402
+
+_install_moved()

@@ -1,5 +1,5 @@
 """The ``odpipe`` command: one entry point, one module per subcommand (``odpipe.predict``,
-``odpipe.track``), each also runnable as ``python -m odpipe.<command>``."""
+``odpipe.video.track``), each also runnable as ``python -m <module>``."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {
-    "predict": "detections for images (class maps for a segmenter, top classes for a classifier): JSON/CSV",
-    "track": "detect, track and count objects in a video, a folder of frames or a stream",
+COMMANDS = {  # name: (module with a main(argv), what it does)
+    "predict": (
+        "odpipe.predict",
+        "detections for images (class maps for a segmenter, top classes for a classifier): JSON/CSV",
+    ),
+    "track": ("odpipe.video.track", "detect, track and count objects in a video, a folder of frames or a stream"),
 }
 
 
 def usage() -> str:
     lines = ["usage: odpipe COMMAND [ARGS...]   (odpipe COMMAND --help for its arguments)", "", "commands:"]
-    return "\n".join(lines + [f"  {name:8s} {text}" for name, text in COMMANDS.items()])
+    return "\n".join(lines + [f"  {name:8s} {text}" for name, (_, text) in COMMANDS.items()])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"odpipe: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     # Imported on demand: TensorFlow's start-up is paid only by the command that needs it.
-    return importlib.import_module(f"odpipe.{args[0]}").main(args[1:])
+    return importlib.import_module(COMMANDS[args[0]][0]).main(args[1:])
 
 
 if __name__ == "__main__":

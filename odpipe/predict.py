@@ -1,10 +1,10 @@
 """Use an exported model: ``odpipe predict MODEL_DIR INPUT... --out DIR``.
 
 INPUT is an image, a folder (searched recursively) or a glob. A segmentation export (the segment
-task's, with its ``classes.json``) writes class maps instead (:mod:`odpipe.seg_predict`): index
+task's, with its ``classes.json``) writes class maps instead (:mod:`odpipe.segment.predict`): index
 PNGs, colour PNGs, overlays, and ``segmentation.csv`` with each class's share of each image. A
 classifier export writes ``classification.csv``: each image's top-5 classes with their
-probabilities (:mod:`odpipe.cls_predict`). For
+probabilities (:mod:`odpipe.classify.predict`). For
 a detector, for each image the detections
 go to ``detections.json`` and ``detections.csv`` (class name, score, pixel box) and an
 annotated copy to ``annotated/``. Images are read the way training read them (EXIF rotation
@@ -28,18 +28,18 @@ from pathlib import Path
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from odpipe.annotations import IMAGE_SUFFIXES, Annotation, write_coco, write_voc
-from odpipe.cls_export import is_classifier
-from odpipe.cls_predict import predict_classes
-from odpipe.detectors import load_detector
-from odpipe.evaluation import as_boxes, decode_error, detect, score_captions
-from odpipe.export import LABEL_MAP_NAME
-from odpipe.export_folder import CLASSES_FILE
-from odpipe.files import unique_stems, write_csv, write_json
-from odpipe.images import readable_bytes
-from odpipe.label_map import read_label_map
-from odpipe.report import draw_boxes
-from odpipe.seg_predict import predict_masks
+from odpipe.classify.export import is_classifier
+from odpipe.classify.predict import predict_classes
+from odpipe.core.draw import draw_boxes
+from odpipe.core.files import unique_stems, write_csv, write_json
+from odpipe.core.images import IMAGE_SUFFIXES, readable_bytes
+from odpipe.data.annotations import Annotation, write_coco, write_voc
+from odpipe.detect.detectors import load_detector
+from odpipe.detect.evaluate import as_boxes, decode_error, detect, score_captions
+from odpipe.detect.export import LABEL_MAP_NAME
+from odpipe.detect.label_map import read_label_map
+from odpipe.engine.export_folder import CLASSES_FILE
+from odpipe.segment.predict import predict_masks
 
 CSV_COLUMNS = ("file", "class", "score", "xmin", "ymin", "xmax", "ymax")
 LABEL_FORMATS = ("voc", "coco")

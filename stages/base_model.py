@@ -5,9 +5,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.base_model import fetch_base_model
-from odpipe.files import fresh_dir, write_json
-from odpipe.runtime import stage
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.runtime import stage
+from odpipe.detect.base_model import fetch_base_model
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.cleaning import ClassRules, CleanPolicy, clean, issues_as_dicts, report
-from odpipe.files import fresh_dir, write_json
-from odpipe.formats import read_dataset, voc_imagesets
-from odpipe.parallel import resolve_workers
-from odpipe.report import markdown, sample_grid
-from odpipe.runtime import stage
-from odpipe.split_files import SplitFiles
-from odpipe.splitting import group_pattern_matches
+from odpipe.core.draw import sample_grid
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.parallel import resolve_workers
+from odpipe.core.runtime import stage
+from odpipe.data.splitting import group_pattern_matches
+from odpipe.detect.clean import ClassRules, CleanPolicy, clean, issues_as_dicts, report
+from odpipe.detect.formats import read_dataset, voc_imagesets
+from odpipe.detect.report import markdown
+from odpipe.detect.split_files import SplitFiles
 
 log = logging.getLogger(__name__)
 GRID_IMAGES = 16

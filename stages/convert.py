@@ -6,11 +6,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.annotations import CSV_COLUMNS, annotation_from_dict, to_csv_rows, trainable
-from odpipe.files import fresh_dir, read_jsonl, write_csv
-from odpipe.label_map import class_ids, write_label_map
-from odpipe.runtime import stage
-from odpipe.splitting import SPLITS
+from odpipe.core.files import fresh_dir, read_jsonl, write_csv
+from odpipe.core.runtime import stage
+from odpipe.data.annotations import CSV_COLUMNS, annotation_from_dict, to_csv_rows, trainable
+from odpipe.data.splitting import SPLITS
+from odpipe.detect.label_map import class_ids, write_label_map
 
 
 @stage("convert")

@@ -7,9 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.curves import best_and_worst, threshold_report
-from odpipe.detectors import FORMAT_PATHS, format_size, load_detector
-from odpipe.evaluation import (
+from odpipe.core.draw import side_by_side
+from odpipe.core.files import fresh_dir, iter_csv, write_csv
+from odpipe.core.runtime import stage
+from odpipe.detect.curves import best_and_worst, threshold_report
+from odpipe.detect.detectors import FORMAT_PATHS, format_size, load_detector
+from odpipe.detect.evaluate import (
     coco_detections,
     coco_ground_truth,
     coco_metrics,
@@ -18,19 +21,16 @@ from odpipe.evaluation import (
     detect_all,
     format_scores,
 )
-from odpipe.export import LABEL_MAP_NAME
-from odpipe.files import fresh_dir, iter_csv, write_csv
-from odpipe.gate import DETECT_GATE
-from odpipe.label_map import read_label_map
-from odpipe.report import side_by_side
-from odpipe.results import record_results
-from odpipe.runs import (
+from odpipe.detect.export import LABEL_MAP_NAME
+from odpipe.detect.label_map import read_label_map
+from odpipe.detect.records import group_csv_rows
+from odpipe.detect.serve import register_model
+from odpipe.engine.gate import DETECT_GATE
+from odpipe.engine.mlflow_runs import (
     file_stem,
     numeric,
 )
-from odpipe.runtime import stage
-from odpipe.serving import register_model
-from odpipe.tfrecord import group_csv_rows
+from odpipe.engine.results import record_results
 
 log = logging.getLogger(__name__)
 

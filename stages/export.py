@@ -5,12 +5,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.checkpoints import publishing
-from odpipe.detectors import FORMAT_PATHS
-from odpipe.export import calibration_images, check_formats, export_model
-from odpipe.pipeline_config import load_pipeline
-from odpipe.runtime import stage
-from odpipe.tflite import check_supported, export_tflite
+from odpipe.core.runtime import stage
+from odpipe.detect.detectors import FORMAT_PATHS
+from odpipe.detect.export import calibration_images, check_formats, export_model
+from odpipe.detect.pipeline_config import load_pipeline
+from odpipe.detect.tflite import check_supported, export_tflite
+from odpipe.engine.checkpoints import publishing
 
 
 @stage("export")

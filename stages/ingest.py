@@ -4,10 +4,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.files import fresh_dir, write_json
-from odpipe.manifest import build_manifest
-from odpipe.runtime import stage
-from odpipe.sources import ingest
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.manifest import build_manifest
+from odpipe.core.runtime import stage
+from odpipe.data.sources import ingest
 
 
 @stage("ingest")

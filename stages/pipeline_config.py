@@ -7,14 +7,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.anchors import read_box_shapes, set_anchors, summary_line
-from odpipe.backbones import check_backbone_init
-from odpipe.base_model import PIPELINE_CONFIG, checkpoint_prefix
-from odpipe.files import write_json
-from odpipe.label_map import read_label_map
-from odpipe.pipeline_config import PipelineSettings, apply_settings, load_pipeline, validate, write_pipeline
-from odpipe.runtime import stage
-from odpipe.tfrecord import shard_pattern
+from odpipe.core.files import write_json
+from odpipe.core.runtime import stage
+from odpipe.data.records import shard_pattern
+from odpipe.detect.anchors import read_box_shapes, set_anchors, summary_line
+from odpipe.detect.backbones import check_backbone_init
+from odpipe.detect.base_model import PIPELINE_CONFIG, checkpoint_prefix
+from odpipe.detect.label_map import read_label_map
+from odpipe.detect.pipeline_config import PipelineSettings, apply_settings, load_pipeline, validate, write_pipeline
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.augmentation import Policy, preview_grid, split_examples
-from odpipe.files import fresh_dir, iter_csv
-from odpipe.parallel import Workers, resolve_workers
-from odpipe.runtime import stage
-from odpipe.splitting import SPLITS
-from odpipe.tfrecord import auto_num_shards, group_csv_rows, write_serialized
+from odpipe.core.files import fresh_dir, iter_csv
+from odpipe.core.parallel import Workers, resolve_workers
+from odpipe.core.runtime import stage
+from odpipe.data.augmentation import Policy
+from odpipe.data.records import auto_num_shards, write_serialized
+from odpipe.data.splitting import SPLITS
+from odpipe.detect.augment import preview_grid, split_examples
+from odpipe.detect.records import group_csv_rows
 
 log = logging.getLogger(__name__)
 

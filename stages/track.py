@@ -7,15 +7,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.detectors import load_detector
-from odpipe.export import LABEL_MAP_NAME
-from odpipe.files import fresh_dir, write_json
-from odpipe.label_map import read_label_map
-from odpipe.runtime import stage
-from odpipe.track import TrackSettings, track_video
-from odpipe.track_metrics import count_errors, mot_metrics, read_mot
-from odpipe.video import VideoSource
-from odpipe.video_sources import load
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.runtime import stage
+from odpipe.detect.detectors import load_detector
+from odpipe.detect.export import LABEL_MAP_NAME
+from odpipe.detect.label_map import read_label_map
+from odpipe.video.io import VideoSource
+from odpipe.video.metrics import count_errors, mot_metrics, read_mot
+from odpipe.video.sources import load
+from odpipe.video.track import TrackSettings, track_video
 
 log = logging.getLogger(__name__)
 

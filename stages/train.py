@@ -7,18 +7,18 @@ from pathlib import Path
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.backbones import backbone_init, code_digest
-from odpipe.checkpoints import inputs_digest
-from odpipe.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
-from odpipe.journal import Journal, resume_point
-from odpipe.manifest import folder_digest, sha256_file
-from odpipe.pipeline_config import load_pipeline
-from odpipe.project import project_root
-from odpipe.runs import flatten
-from odpipe.runtime import stage
-from odpipe.tfrecord import shard_pattern
-from odpipe.train_run import publish, train_run
-from odpipe.training import Progress, Schedule, check_val_data, fit
+from odpipe.core.manifest import folder_digest, sha256_file
+from odpipe.core.project import project_root
+from odpipe.core.runtime import stage
+from odpipe.data.records import shard_pattern
+from odpipe.detect.backbones import backbone_init, code_digest
+from odpipe.detect.pipeline_config import load_pipeline
+from odpipe.detect.train import Progress, Schedule, check_val_data, fit
+from odpipe.engine.checkpoints import inputs_digest
+from odpipe.engine.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
+from odpipe.engine.journal import Journal, resume_point
+from odpipe.engine.mlflow_runs import flatten
+from odpipe.engine.train_run import publish, train_run
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from omegaconf import DictConfig
 
-from odpipe.files import fresh_dir
-from odpipe.runtime import stage
-from odpipe.video_sources import prepare
+from odpipe.core.files import fresh_dir
+from odpipe.core.runtime import stage
+from odpipe.video.sources import prepare
 
 
 @stage("video")

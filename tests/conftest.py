@@ -20,15 +20,32 @@ from pathlib import Path
 
 import pytest
 
-from odpipe.augmentation import split_examples
-from odpipe.parallel import Workers
-from odpipe.pipeline_config import PipelineSettings
-from odpipe.runtime import load_params
-from odpipe.synthetic import SyntheticSpec
-from odpipe.tfrecord import write_serialized
+from odpipe.core.parallel import Workers
+from odpipe.core.runtime import load_params
+from odpipe.data.records import write_serialized
+from odpipe.data.synthetic import SyntheticSpec
+from odpipe.detect.augment import split_examples
+from odpipe.detect.pipeline_config import PipelineSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
+
+
+E2E = ROOT / "tests" / "e2e"
+SHARED_FIXTURES = ("smoke_project",)  # session fixtures: every test using one runs in one worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e are marked ``e2e`` (``make test-fast`` leaves them out). Under
+    ``pytest -n`` (pytest-xdist, ``--dist loadgroup``) each e2e module runs whole in one worker, so
+    that its module fixtures (a trained pipeline) are built once, and the tests sharing a session
+    fixture run together in one worker, which builds it once; unit tests spread freely."""
+    for item in items:
+        if E2E not in Path(item.fspath).parents:
+            continue
+        item.add_marker(pytest.mark.e2e)
+        shared = next((name for name in SHARED_FIXTURES if name in item.fixturenames), None)
+        item.add_marker(pytest.mark.xdist_group(shared or Path(item.fspath).stem))
 
 
 def pipeline_settings(**changes) -> PipelineSettings:
@@ -200,8 +217,8 @@ def task_pipeline_run(tmp_path_factory, task: str, gate: str) -> Iterator[Path]:
     """For a module fixture: a copy of the repo after one `dvc exp run` (named "gated") of
     ``task``'s own pipeline on the smoke settings, with ``gate`` (``key=value`` in that task's
     params.yaml: a gate every model passes, so the registry is exercised); every stage ran."""
-    from odpipe.project import copy_project, run_dvc, stage_names
-    from odpipe.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params
+    from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params
+    from odpipe.devtools.project import copy_project, run_dvc, stage_names
 
     mp = pytest.MonkeyPatch()
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -221,8 +238,8 @@ def smoke_project(tmp_path_factory) -> Iterator[Path]:
     """A copy of the repo after one full `dvc repro` of the detection smoke configuration: the
     trained smoke model that the end-to-end tests (which go on to change it) and the serving
     tests (which register a copy's export) share, so that it is trained once per session."""
-    from odpipe.project import copy_project, run_dvc, stage_names
-    from odpipe.runtime import PARAMS_FILE, compose_params
+    from odpipe.core.runtime import PARAMS_FILE, compose_params
+    from odpipe.devtools.project import copy_project, run_dvc, stage_names
 
     mp = pytest.MonkeyPatch()
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)

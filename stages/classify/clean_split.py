@@ -7,12 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.class_folders import read_class_dataset
-from odpipe.classify_data import class_markdown, clean_images, report, split_rows, write_splits
-from odpipe.cls_report import captioned_grid
-from odpipe.files import fresh_dir, write_json
-from odpipe.parallel import resolve_workers
-from odpipe.runtime import stage
+from odpipe.classify.clean import class_markdown, clean_images, report, split_rows, write_splits
+from odpipe.classify.formats import read_class_dataset
+from odpipe.classify.report import captioned_grid
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.parallel import resolve_workers
+from odpipe.core.runtime import stage
 
 log = logging.getLogger(__name__)
 GRID_IMAGES = 16

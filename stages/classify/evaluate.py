@@ -9,25 +9,25 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.classify_data import read_rows
-from odpipe.cls_evaluation import across_classes, explained, predict_rows
-from odpipe.cls_export import load_classifier
-from odpipe.cls_metrics import (
+from odpipe.classify.clean import read_rows
+from odpipe.classify.evaluate import across_classes, explained, predict_rows
+from odpipe.classify.export import load_classifier
+from odpipe.classify.metrics import (
     classification_metrics,
     confident_mistakes,
     flat_metrics,
     per_class_markdown,
     per_class_rows,
 )
-from odpipe.cls_models import build_model
-from odpipe.cls_report import gradcam_figure, mistakes_gallery, reliability_diagram
-from odpipe.cls_serving import register_classifier
-from odpipe.confusion import confusion_figure, normalised_confusion, row_shares
-from odpipe.files import fresh_dir, write_csv
-from odpipe.gate import classify_gate
-from odpipe.keras_training import restore_weights
-from odpipe.results import record_results
-from odpipe.runtime import stage
+from odpipe.classify.models import build_model
+from odpipe.classify.report import gradcam_figure, mistakes_gallery, reliability_diagram
+from odpipe.classify.serve import register_classifier
+from odpipe.core.files import fresh_dir, write_csv
+from odpipe.core.runtime import stage
+from odpipe.engine.confusion import confusion_figure, normalised_confusion, row_shares
+from odpipe.engine.gate import classify_gate
+from odpipe.engine.keras_loop import restore_weights
+from odpipe.engine.results import record_results
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.cls_export import export_classifier
-from odpipe.cls_models import CLASSIFY_MODELS, build_model
-from odpipe.files import fresh_dir
-from odpipe.keras_training import check_task_model, restore_weights
-from odpipe.runtime import stage
+from odpipe.classify.export import export_classifier
+from odpipe.classify.models import CLASSIFY_MODELS, build_model
+from odpipe.core.files import fresh_dir
+from odpipe.core.runtime import stage
+from odpipe.engine.keras_loop import check_task_model, restore_weights
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.augmentation import Policy
-from odpipe.class_records import COUNTS, preview_images, split_examples
-from odpipe.classify_data import read_rows
-from odpipe.cls_report import captioned_grid
-from odpipe.files import fresh_dir, write_json
-from odpipe.parallel import Workers, resolve_workers
-from odpipe.runtime import stage
-from odpipe.splitting import SPLITS
-from odpipe.tfrecord import auto_num_shards, write_serialized
+from odpipe.classify.clean import read_rows
+from odpipe.classify.records import COUNTS, preview_images, split_examples
+from odpipe.classify.report import captioned_grid
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.parallel import Workers, resolve_workers
+from odpipe.core.runtime import stage
+from odpipe.data.augmentation import Policy
+from odpipe.data.records import auto_num_shards, write_serialized
+from odpipe.data.splitting import SPLITS
 
 log = logging.getLogger(__name__)
 PREVIEW_IMAGES = 4

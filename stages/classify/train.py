@@ -8,11 +8,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe import cls_models, cls_training, keras_training
-from odpipe.class_records import COUNTS
-from odpipe.classify_data import check_min_per_class, train_counts
-from odpipe.cls_models import CLASSIFY_MODELS
-from odpipe.cls_training import (
+from odpipe.classify import models
+from odpipe.classify import train as training
+from odpipe.classify.clean import check_min_per_class, train_counts
+from odpipe.classify.models import CLASSIFY_MODELS
+from odpipe.classify.records import COUNTS
+from odpipe.classify.train import (
     SELECT,
     class_weights,
     compiled_model,
@@ -22,14 +23,15 @@ from odpipe.cls_training import (
     train_dataset,
     val_scores,
 )
-from odpipe.keras_training import EpochSchedule, check_strategy, check_task_model, fit_epochs, start_strategy
-from odpipe.manifest import folder_digest
-from odpipe.runs import flatten
-from odpipe.runtime import stage
-from odpipe.train_run import epoch_reporters, publish, train_run, work_and_inputs
+from odpipe.core.manifest import folder_digest
+from odpipe.core.runtime import stage
+from odpipe.engine import keras_loop
+from odpipe.engine.keras_loop import EpochSchedule, check_strategy, check_task_model, fit_epochs, start_strategy
+from odpipe.engine.mlflow_runs import flatten
+from odpipe.engine.train_run import epoch_reporters, publish, train_run, work_and_inputs
 
 log = logging.getLogger(__name__)
-MODEL_CODE = (cls_models, cls_training, keras_training)  # what builds and trains the weights
+MODEL_CODE = (models, training, keras_loop)  # what builds and trains the weights
 WEIGHT_KEYS = ("batch_size", "epochs", "learning_rate", "label_smoothing", "class_weights", "mixed_precision", "seed")
 
 

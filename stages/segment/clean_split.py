@@ -5,15 +5,14 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from odpipe.masks import read_mask_dataset
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.files import fresh_dir, write_json
-from odpipe.parallel import resolve_workers
-from odpipe.report import mask_markdown
-from odpipe.runtime import stage
-from odpipe.seg_report import mask_grid
-from odpipe.segment_data import clean_masks, report, split_rows, write_splits
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.parallel import resolve_workers
+from odpipe.core.runtime import stage
+from odpipe.segment.clean import clean_masks, report, split_rows, write_splits
+from odpipe.segment.formats import read_mask_dataset
+from odpipe.segment.report import mask_grid, mask_markdown
 
 log = logging.getLogger(__name__)
 GRID_IMAGES = 16

@@ -8,18 +8,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.confusion import confusion_figure, normalised_confusion, row_shares
-from odpipe.files import fresh_dir, write_csv
-from odpipe.gate import SEGMENT_GATE
-from odpipe.index_masks import decode_png
-from odpipe.results import record_results
-from odpipe.runtime import stage
-from odpipe.seg_evaluation import score_rows
-from odpipe.seg_export import load_segmenter
-from odpipe.seg_metrics import flat_metrics, per_class_markdown, per_class_rows, segmentation_metrics
-from odpipe.seg_report import gallery
-from odpipe.seg_serving import register_segmenter
-from odpipe.segment_data import read_rows
+from odpipe.core.files import fresh_dir, write_csv
+from odpipe.core.runtime import stage
+from odpipe.data.index_masks import decode_png
+from odpipe.engine.confusion import confusion_figure, normalised_confusion, row_shares
+from odpipe.engine.gate import SEGMENT_GATE
+from odpipe.engine.results import record_results
+from odpipe.segment.clean import read_rows
+from odpipe.segment.evaluate import score_rows
+from odpipe.segment.export import load_segmenter
+from odpipe.segment.metrics import flat_metrics, per_class_markdown, per_class_rows, segmentation_metrics
+from odpipe.segment.report import gallery
+from odpipe.segment.serve import register_segmenter
 
 log = logging.getLogger(__name__)
 

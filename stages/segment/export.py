@@ -7,11 +7,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe.files import fresh_dir
-from odpipe.keras_training import check_task_model, restore_weights
-from odpipe.runtime import stage
-from odpipe.seg_export import export_segmenter
-from odpipe.seg_models import SEGMENT_MODELS, build_model
+from odpipe.core.files import fresh_dir
+from odpipe.core.runtime import stage
+from odpipe.engine.keras_loop import check_task_model, restore_weights
+from odpipe.segment.export import export_segmenter
+from odpipe.segment.models import SEGMENT_MODELS, build_model
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.augmentation import Policy
-from odpipe.files import fresh_dir, write_json
-from odpipe.mask_records import COUNTS, preview_rows, split_examples
-from odpipe.parallel import Workers, resolve_workers
-from odpipe.runtime import stage
-from odpipe.seg_report import mask_grid
-from odpipe.segment_data import read_rows
-from odpipe.splitting import SPLITS
-from odpipe.tfrecord import auto_num_shards, write_serialized
+from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.parallel import Workers, resolve_workers
+from odpipe.core.runtime import stage
+from odpipe.data.augmentation import Policy
+from odpipe.data.records import auto_num_shards, write_serialized
+from odpipe.data.splitting import SPLITS
+from odpipe.segment.clean import read_rows
+from odpipe.segment.records import COUNTS, preview_rows, split_examples
+from odpipe.segment.report import mask_grid
 
 log = logging.getLogger(__name__)
 PREVIEW_IMAGES = 4

@@ -7,20 +7,22 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from odpipe import keras_training, seg_losses, seg_models, seg_training
-from odpipe.keras_training import EpochSchedule, check_strategy, check_task_model, fit_epochs, start_strategy
-from odpipe.manifest import folder_digest
-from odpipe.mask_records import COUNTS
-from odpipe.runs import flatten
-from odpipe.runtime import stage
-from odpipe.seg_export import SegmenterModule
-from odpipe.seg_losses import class_weights
-from odpipe.seg_models import SEGMENT_MODELS
-from odpipe.seg_training import SELECT, compiled_model, score_split, split_pairs, train_dataset, val_scores
-from odpipe.train_run import epoch_reporters, publish, train_run, work_and_inputs
+from odpipe.core.manifest import folder_digest
+from odpipe.core.runtime import stage
+from odpipe.engine import keras_loop
+from odpipe.engine.keras_loop import EpochSchedule, check_strategy, check_task_model, fit_epochs, start_strategy
+from odpipe.engine.mlflow_runs import flatten
+from odpipe.engine.train_run import epoch_reporters, publish, train_run, work_and_inputs
+from odpipe.segment import losses, models
+from odpipe.segment import train as training
+from odpipe.segment.export import SegmenterModule
+from odpipe.segment.losses import class_weights
+from odpipe.segment.models import SEGMENT_MODELS
+from odpipe.segment.records import COUNTS
+from odpipe.segment.train import SELECT, compiled_model, score_split, split_pairs, train_dataset, val_scores
 
 log = logging.getLogger(__name__)
-MODEL_CODE = (seg_models, seg_losses, seg_training, keras_training)  # what builds and trains the weights
+MODEL_CODE = (models, losses, training, keras_loop)  # what builds and trains the weights
 WEIGHT_KEYS = ("batch_size", "epochs", "learning_rate", "loss", "class_weights", "mixed_precision", "seed")
 
 

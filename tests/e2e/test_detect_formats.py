@@ -1,0 +1,86 @@
+"""The real `dvc repro` on small datasets in VOC (real photos, the whole DAG), COCO and YOLO form
+(the data stages: training adds nothing a format could change)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from odpipe.core.files import read_jsonl
+from odpipe.core.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.data.annotations import read_voc
+from odpipe.data.records import shard_pattern
+from odpipe.data.splitting import SPLITS
+from odpipe.data.synthetic import SyntheticSpec, generate
+from odpipe.detect.records import read_examples
+from odpipe.devtools.project import copy_project, run_dvc
+from tests.conftest import CLASSES, ROOT
+from tests.helpers.formats import FRUITS, write_coco, write_yolo
+
+SPEC = SyntheticSpec(24, CLASSES, 5, 96, 128, 1, 4, 0.2, 0.5, 0.35)
+
+
+def _synthetic_in(fmt: str, folder: Path) -> int:
+    """The same small synthetic set, its labels written as ``fmt`` instead of VOC XML;
+    returns how many boxes it holds."""
+    generate(SPEC, folder / "images")
+    annotations = [read_voc(p) for p in sorted((folder / "images").glob("*.xml"))]
+    for xml in (folder / "images").glob("*.xml"):
+        xml.unlink()
+    {"coco": write_coco, "yolo": write_yolo}[fmt](annotations, folder)
+    return sum(len(a.boxes) for a in annotations)
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = tmp_path / "data"
+    if fmt == "voc":
+        shutil.copytree(FRUITS, data)
+        classes, boxes = ["date", "fig", "hazelnut"], 164
+        # One broken photo among the real ones: the pipeline must drop it and go on.
+        voc = data / "VOC2007"
+        (voc / "JPEGImages" / "99.jpg").write_bytes((voc / "JPEGImages" / "0.jpg").read_bytes()[:5000])
+        (voc / "Annotations" / "99.xml").write_text(
+            (voc / "Annotations" / "0.xml").read_text().replace("0.jpg", "99.jpg")
+        )
+    else:
+        classes, boxes = list(CLASSES), _synthetic_in(fmt, data)
+    work = copy_project(ROOT, tmp_path / "project")
+    overrides = ["experiment=smoke", "dataset=local", f"dataset.path={data}", f"dataset.classes=[{','.join(classes)}]"]
+    overrides += ["video=none"]  # the video's tracking is format-blind, and tested elsewhere
+    compose_params(work, overrides, work / PARAMS_FILE)
+    run_dvc(work, "repro", *([] if fmt == "voc" else ["tfrecord"]), timeout=1200)
+
+    paths = load_params(work).paths
+    summary = json.loads((work / paths.clean_split_report).read_text())
+    kept = 18 if fmt == "voc" else SPEC.num_images
+    assert summary["kept"] == kept
+    assert summary["dropped_by_reason"] == ({"image_unreadable": 1} if fmt == "voc" else {})
+    assert summary["images_in"] == kept + summary["dropped"]
+    # test_formats.write_coco adds one crowd region: reported with the boxes, in val's or
+    # test's TFRecords as an is_crowd box for evaluation to ignore, never in train's.
+    crowds = {
+        split: sum(b["crowd"] for a in read_jsonl(work / paths.clean_split / f"{split}.jsonl") for b in a["boxes"])
+        for split in SPLITS
+    }
+    assert sum(crowds.values()) == (fmt == "coco")
+    assert sum(s["boxes"] for s in summary["splits"].values()) == boxes + sum(crowds.values())
+    if fmt == "voc":  # ImageSets/Main/test.txt pins the test split
+        test_images = [
+            json.loads(line)["filename"] for line in (work / paths.clean_split / "test.jsonl").read_text().splitlines()
+        ]
+        assert sorted(Path(n).name for n in test_images) == ["10.jpg", "15.jpg"]
+    assert (work / paths.clean_split_markdown).read_text().startswith("# Dataset cleaning")
+    assert (work / paths.clean_split_grid).stat().st_size > 0
+    examples = [e for split in SPLITS for e in read_examples(shard_pattern(work / paths.tfrecord, split))]
+    decoded = [e for e in examples if "#aug" not in e["filename"].decode()]  # the cleaned images
+    assert len(decoded) == kept
+    assert len(examples) - kept == summary["splits"]["train"]["images"] * load_params(work).augment.copies
+    assert sum(len(e["groundtruth_classes"]) for e in decoded) == boxes + crowds["val"] + crowds["test"]
+    if fmt == "voc":
+        metrics = json.loads((work / paths.evaluate_report).read_text())
+        assert metrics["num_images"] > 0 and 0 <= metrics["map_50"] <= 1
