@@ -64,7 +64,9 @@ def main(cfg: DictConfig) -> None:
         restored, step = resume_point(work)
         journal = Journal.open(work, step, writable=False)
         with backbone_init(cfg.model.backbone_init, config):
-            outcome = fit(pipeline_config, work, schedule, strategy, journal, restored, False, None, None, use_tpu)
+            outcome = fit(
+                pipeline_config, work, schedule, strategy, journal, restored=restored, chief=False, use_tpu=use_tpu
+            )
         log.info("%s done at step %d", cluster.task, outcome.last_step)
         return
 
@@ -84,7 +86,16 @@ def main(cfg: DictConfig) -> None:
         run.mlflow.artifacts(Path(p) for p in logged)
         with backbone_init(cfg.model.backbone_init, config):  # ImageNet weights for training's model only
             outcome = fit(
-                pipeline_config, work, schedule, strategy, run.journal, run.restored, True, on_losses, on_val, use_tpu
+                pipeline_config,
+                work,
+                schedule,
+                strategy,
+                run.journal,
+                restored=run.restored,
+                chief=True,
+                on_losses=on_losses,
+                on_val=on_val,
+                use_tpu=use_tpu,
             )
         publish(run, outcome, schedule.keep, cfg.paths)
 

@@ -243,10 +243,11 @@ def fit(
     schedule: Schedule,
     strategy: tf.distribute.Strategy,
     journal: Journal,
+    *,
     restored: str | None,
     chief: bool,
-    on_losses: ScalarCallback | None,
-    on_val: ScalarCallback | None,
+    on_losses: ScalarCallback | None = None,
+    on_val: ScalarCallback | None = None,
     use_tpu: bool = False,
 ) -> Outcome:
     """Train into ``work`` (resuming from its latest checkpoint), evaluate, keep the best.

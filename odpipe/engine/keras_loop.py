@@ -196,6 +196,7 @@ def fit_epochs(
     work: Path,
     schedule: EpochSchedule,
     journal: Journal,
+    *,
     batch_size: int,
     on_losses: ScalarCallback,
     on_val: ScalarCallback,

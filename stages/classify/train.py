@@ -71,7 +71,16 @@ def main(cfg: DictConfig) -> None:
         on_losses, on_val = epoch_reporters(run, schedule.epochs, SELECT, "top-1")
         prepare = phases(model, model_cfg, schedule.epochs, train["label_smoothing"])
         outcome = fit_epochs(
-            model, data, validate, work, schedule, run.journal, train["batch_size"], on_losses, on_val, prepare
+            model,
+            data,
+            validate,
+            work,
+            schedule,
+            run.journal,
+            batch_size=train["batch_size"],
+            on_losses=on_losses,
+            on_val=on_val,
+            prepare=prepare,
         )
         publish(run, outcome, schedule.keep, cfg.paths)
 

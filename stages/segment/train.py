@@ -56,7 +56,17 @@ def main(cfg: DictConfig) -> None:
             return val_scores(metrics)
 
         on_losses, on_val = epoch_reporters(run, schedule.epochs, SELECT, "mIoU")
-        outcome = fit_epochs(model, data, validate, work, schedule, run.journal, train["batch_size"], on_losses, on_val)
+        outcome = fit_epochs(
+            model,
+            data,
+            validate,
+            work,
+            schedule,
+            run.journal,
+            batch_size=train["batch_size"],
+            on_losses=on_losses,
+            on_val=on_val,
+        )
         publish(run, outcome, schedule.keep, cfg.paths)
 
 

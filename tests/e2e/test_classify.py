@@ -32,6 +32,7 @@ from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, load_params
 from odpipe.devtools.project import experiments, stage_names
 from odpipe.engine.mlflow_runs import read_run_id
 from tests.conftest import kill_after_first_epoch_then_resume, task_pipeline_run
+from tests.helpers.models import logged_before_the_move
 
 CLASSIFY = TASK_FOLDERS["classify"]
 CLASSES = ["circle", "diamond", "hexagon", "square", "star", "triangle"]
@@ -129,6 +130,22 @@ def test_mlflow_run_and_registry_hold_the_classifier(project: Path) -> None:
     assert list(answer["class_name"]) == [CLASSES[i] for i in expected.argmax(-1)]
     np.testing.assert_allclose(answer["probability"], expected.max(-1), rtol=1e-6)
     assert [len(json.loads(k)) for k in answer["top_k"]] == [5, 5, 5]
+
+
+def test_a_classifier_registered_before_the_move_still_loads(project: Path, tmp_path: Path) -> None:
+    """A version logged by 0.1 names ``odpipe.cls_serving.ClassifierModel``: it loads and
+    classifies as the export does."""
+    folder = _folder(project)
+    paths = load_params(folder).paths
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    (version,) = MlflowClient(uri).search_model_versions("name='odpipe-classifier'")
+    old = logged_before_the_move(f"models:/odpipe-classifier/{version.version}", uri, "classifier", tmp_path)
+    model = mlflow.pyfunc.load_model(str(old))
+    assert type(model.unwrap_python_model()).__module__ == "odpipe.classify.serve"
+    encoded = [image.read_bytes() for image in sorted((folder / paths.clean_images).rglob("*.jpg"))[:2]]
+    answer = model.predict(pd.DataFrame({"image": [base64.b64encode(e).decode() for e in encoded]}))
+    expected = load_classifier(folder / paths.export).predict(encoded)
+    np.testing.assert_allclose(answer["probability"], expected.max(-1), rtol=1e-6)
 
 
 def test_odpipe_predict_writes_the_top_classes_of_each_image(project: Path, tmp_path: Path) -> None:

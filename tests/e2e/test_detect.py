@@ -186,6 +186,22 @@ def test_mlflow_settings_and_report_text_never_retrain(project: Path) -> None:
     assert _changed_stages(project) == set()
 
 
+@pytest.mark.parametrize("helper", ["odpipe/devtools/project.py", "odpipe/devtools/servers.py", "tests/conftest.py"])
+def test_editing_a_test_or_benchmark_helper_reruns_no_stage(project: Path, helper: str) -> None:
+    """What only tests, benchmarks and make use is no stage's dependency; a module a stage
+    imports is (the control: the same edit there reruns the pipeline from its first stage)."""
+    assert _changed_stages(project) == set()
+    for path, changes in ((helper, False), ("odpipe/core/files.py", True)):
+        source = project / path
+        text = source.read_text()
+        try:
+            source.write_text(text + "\n# edited\n")
+            assert bool(_changed_stages(project)) == changes, path
+        finally:
+            source.write_text(text)
+    assert _changed_stages(project) == set()
+
+
 def test_reruns_follow_the_declared_params(project: Path) -> None:
     assert _repro(project, []) == set(), "nothing changed, nothing should run"
 

@@ -29,6 +29,7 @@ from odpipe.segment.clean import read_rows
 from odpipe.segment.export import load_segmenter
 from odpipe.segment.metrics import confusion, segmentation_metrics
 from tests.conftest import kill_after_first_epoch_then_resume, task_pipeline_run
+from tests.helpers.models import logged_before_the_move
 
 SEGMENT = TASK_FOLDERS["segment"]
 
@@ -87,6 +88,22 @@ def test_mlflow_run_and_registry_hold_the_segmenter(project: Path) -> None:
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"][0]))))
     expected, _ = load_segmenter(folder / paths.export).predict(encoded)
     np.testing.assert_array_equal(served, expected)
+
+
+def test_a_segmenter_registered_before_the_move_still_loads(project: Path, tmp_path: Path) -> None:
+    """A version logged by 0.1 names ``odpipe.seg_serving.SegmenterModel``: it loads and segments
+    as the export does."""
+    folder = _folder(project)
+    paths = load_params(folder).paths
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    (version,) = MlflowClient(uri).search_model_versions("name='odpipe-segmenter'")
+    old = logged_before_the_move(f"models:/odpipe-segmenter/{version.version}", uri, "segmenter", tmp_path)
+    model = mlflow.pyfunc.load_model(str(old))
+    assert type(model.unwrap_python_model()).__module__ == "odpipe.segment.serve"
+    encoded = next((folder / paths.clean_images).rglob("*.jpg")).read_bytes()
+    answer = model.predict(pd.DataFrame({"image": [base64.b64encode(encoded).decode()]}))
+    served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"][0]))))
+    np.testing.assert_array_equal(served, load_segmenter(folder / paths.export).predict(encoded)[0])
 
 
 class _tracking:

@@ -33,6 +33,7 @@ from odpipe.devtools.servers import scoring_server
 from odpipe.engine.mlflow_runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
 from odpipe.engine.pyfunc import input_paths, parse_images
 from odpipe.predict import predict_images
+from tests.helpers.models import logged_before_the_move
 
 NAME = "odpipe-detector"
 # The smoke experiment without mosaics or validation: a model to serve, not a good one.
@@ -230,11 +231,32 @@ def test_the_registered_version_loads_in_a_fresh_process_and_detects_as_predict(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
-    assert out["class"] == "odpipe.serving"
+    assert out["class"] == "odpipe.detect.serve"
     _assert_same(out["all"], registered.expected)
     _assert_same(out["bytes"], registered.expected)
     confident = [r for r in registered.expected if r["score"] >= DEFAULT_MIN_SCORE]
     assert len(out["default"]) == len(confident) and all(r["score"] >= DEFAULT_MIN_SCORE for r in out["default"])
+
+
+def test_a_model_registered_before_the_move_loads_and_detects_as_predict(
+    registered: Registered, tmp_path: Path
+) -> None:
+    """A version logged before odpipe's modules moved names its class ``odpipe.serving.DetectorModel``
+    (cloudpickle stores the path): odpipe.moved keeps that path importing, as the new module itself."""
+    model = logged_before_the_move(f"models:/{NAME}/{registered.version}", registered.uri, "detector", tmp_path / "old")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps([{"image": _b64(data), "path": name} for name, data in registered.images]))
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD, str(model), str(request), str(tmp_path / "out.json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["class"] == "odpipe.detect.serve"
+    _assert_same(out["all"], registered.expected)
 
 
 def _post(url: str, body: object) -> tuple[int, dict]:

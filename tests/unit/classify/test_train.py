@@ -137,10 +137,10 @@ def test_a_pretrained_backbone_trains_frozen_then_fine_tuned_with_its_batchnorm_
         tmp_path / "work",
         schedule,
         journal,
-        4,
-        lambda epoch, losses: None,
-        on_val,
-        prepare,
+        batch_size=4,
+        on_losses=lambda epoch, losses: None,
+        on_val=on_val,
+        prepare=prepare,
     )
     assert outcome.last_step == 2
     np.testing.assert_array_equal(after[1][0], start[0])  # frozen backbone
