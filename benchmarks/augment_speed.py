@@ -7,17 +7,18 @@ Usage: python benchmarks/augment_speed.py [number of images, default 200]
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
-from odpipe.annotations import read_voc, to_csv_rows
-from odpipe.augmentation import Policy, augment
-from odpipe.label_map import class_ids
-from odpipe.runtime import compose_config
-from odpipe.synthetic import SyntheticSpec, generate
-from odpipe.tfrecord import ImageBoxes, group_csv_rows, with_images, write_tfrecords
+from odpipe.core.runtime import compose_config
+from odpipe.data.annotations import read_voc, to_csv_rows
+from odpipe.data.augmentation import Policy
+from odpipe.data.synthetic import SyntheticSpec, generate
+from odpipe.detect.augment import augment
+from odpipe.detect.label_map import class_ids
+from odpipe.detect.records import ImageBoxes, group_csv_rows, with_images, write_tfrecords
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ("none", "light", "default", "heavy", "mosaic")
@@ -55,4 +56,6 @@ def main(num_images: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", type=int, nargs="?", default=200, help="built-in images (default 200)")
+    main(parser.parse_args().images)

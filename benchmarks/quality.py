@@ -9,27 +9,30 @@ Usage: python benchmarks/quality.py [--keep] [hydra overrides ...]
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from odpipe.project import copy_project, repro_timed
-from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from harness.runs import project_copy
 
-ROOT = Path(__file__).resolve().parents[1]
+from odpipe.core.runtime import load_params
+from odpipe.devtools.project import repro_timed
+
 BAR = {"map_50": 0.7, "map": 0.45}
 MAX_TRAIN_SECONDS = 20 * 60
 
 
-def main(args: list[str]) -> int:
-    keep = "--keep" in args
-    overrides = [a for a in args if a != "--keep"]
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the work copy in place")
+    args, overrides = parser.parse_known_args()
+    keep = args.keep
     tmp = Path(tempfile.mkdtemp(prefix="odpipe-quality-"))
     try:
-        work = copy_project(ROOT, tmp / "project")
-        compose_params(work, overrides, work / PARAMS_FILE)
+        work = project_copy(tmp / "project", overrides)
         seconds = repro_timed(work)
         metrics = json.loads((work / load_params(work).paths.evaluate_report).read_text())
     finally:
@@ -55,4 +58,4 @@ def main(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

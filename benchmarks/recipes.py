@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from odpipe.project import copy_project, experiments, run_dvc
-from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.core.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.devtools.project import copy_project, experiments, run_dvc
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = Path(__file__).with_name("recipes.yaml")
@@ -67,13 +67,8 @@ def prepare(work: Path) -> None:
     run_dvc(work, "repro", "tfrecord", timeout=3600)
     git(work, "add", "-A")
     if git(work, "status", "--porcelain").strip():
-        git(
-            work,
-            "commit",
-            "-q",
-            "-m",
-            f"bench-recipes: code and data as of {git(ROOT, 'rev-parse', '--short', 'HEAD')}",
-        )
+        head = git(ROOT, "rev-parse", "--short", "HEAD").strip()
+        git(work, "commit", "-q", "-m", f"bench-recipes: code and data as of {head}")
 
 
 def overrides(values: list[str]) -> list[str]:
@@ -160,10 +155,7 @@ def summary(work: Path, exp: dict) -> dict:
     best = max(curve, key=lambda point: (point[1], -point[2]))
     reached = next((minutes for minutes, value, _ in curve if value >= REACHED), None)
     per_class = {k.removeprefix("ap/"): v for k, v in test.items() if k.startswith("ap/")}
-    return {
-        "map": test["map"],
-        "map_50": test["map_50"],
-        "map_75": test["map_75"],
+    return {key: test[key] for key in ("map", "map_50", "map_75")} | {
         "per_class": per_class,
         "best_step": best[2],
         "best_val": best[1],
@@ -175,31 +167,15 @@ def summary(work: Path, exp: dict) -> dict:
 
 def table(results: dict[str, dict], budget: float) -> str:
     classes = sorted({c for r in results.values() for c in r["per_class"]})
-    head = [
-        "recipe",
-        "test mAP",
-        "mAP@.5",
-        "mAP@.75",
-        *(f"AP {c}" for c in classes),
-        "best val (step)",
-        f"val {REACHED} at",
-        "steps",
-        "mAP / anchor",
-    ]
+    head = ["recipe", "test mAP", "mAP@.5", "mAP@.75", *(f"AP {c}" for c in classes), "best val (step)"]
+    head += [f"val {REACHED} at", "steps", "mAP / anchor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in sorted(results.items(), key=lambda item: -item[1]["best_val"]):
         reached = f"{r['reached_min']:.1f} min" if r["reached_min"] is not None else "never"
-        cells = [
-            name,
-            f"{r['map']:.3f}",
-            f"{r['map_50']:.3f}",
-            f"{r['map_75']:.3f}",
-            *(f"{r['per_class'].get(c, float('nan')):.3f}" for c in classes),
-            f"{r['best_val']:.3f} ({r['best_step']})",
-            reached,
-            str(r["steps"]),
-            f"{r['map'] / ANCHOR['map']:.2f}x",
-        ]
+        cells = [name, *(f"{r[key]:.3f}" for key in ("map", "map_50", "map_75"))]
+        cells += [f"{r['per_class'].get(c, float('nan')):.3f}" for c in classes]
+        anchor = f"{r['map'] / ANCHOR['map']:.2f}x"
+        cells += [f"{r['best_val']:.3f} ({r['best_step']})", reached, str(r["steps"]), anchor]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         f"\nBudget {budget:g} min per recipe; rows by best val mAP (the choice is made on val, never test). "

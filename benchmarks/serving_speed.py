@@ -34,17 +34,17 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from harness.runs import ROOT, exported_model
 
-from odpipe.detectors import load_detector
-from odpipe.evaluation import detect
-from odpipe.images import readable_bytes
-from odpipe.pyfunc_io import IMAGE
-from odpipe.runs import create_run, global_tracking_uri, open_client
-from odpipe.runtime import compose_config
-from odpipe.servers import scoring_server
-from odpipe.serving import DEFAULT_MIN_SCORE, register_model
+from odpipe.core.images import readable_bytes
+from odpipe.core.runtime import compose_config
+from odpipe.detect.detectors import load_detector
+from odpipe.detect.evaluate import detect
+from odpipe.detect.serve import DEFAULT_MIN_SCORE, register_model
+from odpipe.devtools.servers import scoring_server
+from odpipe.engine.mlflow_runs import create_run, global_tracking_uri, open_client
+from odpipe.engine.pyfunc import IMAGE
 
-ROOT = Path(__file__).resolve().parents[1]
 NAME = "odpipe-detector"
 SUFFIXES = (".jpg", ".jpeg", ".png")
 WARM_UP = 3  # untimed calls of each first: the first calls trace the graph
@@ -139,9 +139,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="times each image is sent, per row")
     args, overrides = parser.parse_known_args()
     cfg = compose_config(ROOT, overrides)
-    model = args.model or ROOT / cfg.paths.export
-    if not (model / "saved_model").is_dir():
-        raise SystemExit(f"{model}: no exported model; run `make repro` first (or pass --model)")
+    model = exported_model(cfg, args.model)
     images = test_images(cfg, model, args.image_dir, args.images)
     texts = [base64.b64encode(raw).decode() for raw in images]
     bodies = [json.dumps({"dataframe_records": [{IMAGE: text}]}).encode() for text in texts]

@@ -14,15 +14,15 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from odpipe.detectors import FORMAT_PATHS, format_size, load_detector
-from odpipe.evaluation import coco_detections, coco_ground_truth, coco_metrics, detect_all
-from odpipe.export import LABEL_MAP_NAME, calibration_images
-from odpipe.files import iter_csv
-from odpipe.label_map import read_label_map
-from odpipe.pipeline_config import load_pipeline
-from odpipe.runtime import load_params
-from odpipe.tflite import QUANTIZATIONS, export_tflite
-from odpipe.tfrecord import group_csv_rows
+from odpipe.core.files import iter_csv
+from odpipe.core.runtime import load_params
+from odpipe.detect.detectors import FORMAT_PATHS, format_size, load_detector
+from odpipe.detect.evaluate import coco_detections, coco_ground_truth, coco_metrics, detect_all
+from odpipe.detect.export import LABEL_MAP_NAME, calibration_images
+from odpipe.detect.label_map import read_label_map
+from odpipe.detect.pipeline_config import load_pipeline
+from odpipe.detect.records import group_csv_rows
+from odpipe.detect.tflite import QUANTIZATIONS, export_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
 

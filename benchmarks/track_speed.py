@@ -19,17 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from odpipe.detectors import load_detector
-from odpipe.evaluation import detect_batch
-from odpipe.export import LABEL_MAP_NAME
-from odpipe.label_map import read_label_map
-from odpipe.runtime import compose_config
-from odpipe.synthetic_video import VideoSpec, render_video, write_truth
-from odpipe.track import TrackAndCount, TrackSettings, rgb_tensor, track_video
-from odpipe.track_metrics import count_errors, mot_metrics, read_mot
-from odpipe.video import VideoSource
+from harness.runs import ROOT, exported_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from odpipe.core.runtime import compose_config
+from odpipe.detect.detectors import load_detector
+from odpipe.detect.evaluate import detect_batch
+from odpipe.detect.export import LABEL_MAP_NAME
+from odpipe.detect.label_map import read_label_map
+from odpipe.video.io import VideoSource
+from odpipe.video.metrics import count_errors, mot_metrics, read_mot
+from odpipe.video.synthetic import VideoSpec, render_video, write_truth
+from odpipe.video.track import TrackAndCount, TrackSettings, rgb_tensor, track_video
 
 
 def detect_frames(detector, frames: list, min_score: float) -> tuple[float, list]:
@@ -68,9 +68,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args, overrides = parser.parse_known_args()
     cfg = compose_config(ROOT, overrides)
-    model = args.model or ROOT / cfg.paths.export
-    if not (model / "saved_model").is_dir():
-        raise SystemExit(f"{model}: no exported model; run `make repro` first (or pass --model)")
+    model = exported_model(cfg, args.model)
     detector = load_detector(model)
     categories = read_label_map(model / LABEL_MAP_NAME)
     base = TrackSettings.from_config(cfg.track, cfg.video.lines, cfg.video.zones)

@@ -25,15 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.runs import project_copy
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from odpipe.checkpoints import checkpoint_step, latest
-from odpipe.project import copy_project, run_dvc
-from odpipe.runtime import PARAMS_FILE, compose_params, load_params
+from odpipe.core.runtime import load_params
+from odpipe.devtools.project import run_dvc
+from odpipe.engine.checkpoints import checkpoint_step, latest
 
-ROOT = Path(__file__).resolve().parents[1]
 BARE = (  # model_main_tf2.py as users run it, with the one tf-slim bridge TF 2.15 needs
-    "import runpy, sys; import odpipe.tfcompat; sys.argv[0] = 'model_main_tf2.py'; "
+    "import runpy, sys; import odpipe.detect.tfcompat; sys.argv[0] = 'model_main_tf2.py'; "
     "runpy.run_module('object_detection.model_main_tf2', run_name='__main__', alter_sys=True)"
 )
 STEP_LINE = re.compile(r"step (\d+)/\d+ ")
@@ -88,8 +88,7 @@ def main() -> int:
     args, overrides = parser.parse_known_args()
     tmp = Path(tempfile.mkdtemp(prefix="odpipe-train-speed-"))
     try:
-        work = copy_project(ROOT, tmp / "project")
-        compose_params(work, [f"train.num_steps={args.steps}", *overrides], work / PARAMS_FILE)
+        work = project_copy(tmp / "project", [f"train.num_steps={args.steps}", *overrides])
         run_dvc(work, "repro", "tfrecord", "pipeline_config")
         params = load_params(work)
         config = work / params.paths.pipeline_config
