@@ -14,11 +14,14 @@ from pathlib import Path
 
 import yaml
 
-# Produced by running the pipeline, never part of a copy.
+from odpipe.core.runtime import TASK_FOLDERS
+
+# Produced by running a pipeline, in its folder (the root, segment/, classify/): never part of a copy.
 RUN_PRODUCTS = (
-    ".venv", "data", "models", "reports", "mlflow.db", "mlruns", "dvc.lock", "__pycache__", ".pytest_cache",
+    ".venv", "data", "models", "reports", "mlflow.db", "mlruns", "dvc.lock",
     ".cache",  # training work folders: a copy with the same inputs would resume from the source's checkpoints
 )  # fmt: skip
+CACHES = ("__pycache__", ".pytest_cache")  # left out wherever they are
 
 
 def stage_names(folder: Path) -> list[str]:
@@ -35,11 +38,16 @@ def stage_script(cmd: str) -> str:
 
 
 def copy_project(src: Path, dst: Path) -> Path:
-    """A copy of the source tree (git history included, DVC cache and run products not)."""
+    """A copy of the source tree (git history included, DVC cache and run products not). Run
+    products are skipped only in a pipeline's folder: ``odpipe/data/`` or ``tests/data/`` are code."""
+    pipelines = {(src / folder).resolve() for folder in TASK_FOLDERS.values()}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
-        skipped = {n for n in names if n in RUN_PRODUCTS}
-        if Path(folder).name == ".dvc":
+        here = Path(folder).resolve()
+        skipped = {n for n in names if n in CACHES}
+        if here in pipelines:
+            skipped |= {n for n in names if n in RUN_PRODUCTS}
+        if here.name == ".dvc":
             skipped |= {"cache", "tmp"} & set(names)
         return skipped
 
