@@ -28,11 +28,11 @@ from odpipe.detect.detectors import load_detector
 from odpipe.detect.evaluate import Detection, as_boxes, detect
 from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
+from odpipe.detect.predict import predict_images
 from odpipe.detect.serve import DEFAULT_MIN_SCORE, detections_frame, register_model
 from odpipe.devtools.servers import scoring_server
 from odpipe.engine.mlflow_runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
 from odpipe.engine.pyfunc import input_paths, parse_images
-from odpipe.predict import predict_images
 from tests.helpers.models import logged_before_the_move
 
 NAME = "odpipe-detector"
