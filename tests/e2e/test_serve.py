@@ -213,24 +213,29 @@ LOAD = textwrap.dedent(
 )
 
 
-def test_the_registered_version_loads_in_a_fresh_process_and_detects_as_predict(
-    registered: Registered, tmp_path: Path
-) -> None:
-    """`models:/odpipe-detector/1` in a new interpreter with only the project installed, run from
-    elsewhere than the repo: the pickled model refers to odpipe.detect.serve, which loads its model."""
+def _load_in_a_fresh_process(model: str, registered: Registered, tmp_path: Path) -> dict:
+    """``LOAD`` run on ``model`` (a models:/ URI or a folder) in a new interpreter, from elsewhere
+    than the repo, on the test images: what it printed."""
     request = tmp_path / "request.json"
     request.write_text(json.dumps([{"image": _b64(data), "path": name} for name, data in registered.images]))
-    env = {**os.environ, TRACKING_URI_ENV: registered.uri}
     proc = subprocess.run(
-        [sys.executable, "-c", LOAD, f"models:/{NAME}/{registered.version}", str(request), str(tmp_path / "out.json")],
+        [sys.executable, "-c", LOAD, model, str(request), str(tmp_path / "out.json")],
         cwd=tmp_path,
-        env=env,
+        env={**os.environ, TRACKING_URI_ENV: registered.uri},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / "out.json").read_text())
+    return json.loads((tmp_path / "out.json").read_text())
+
+
+def test_the_registered_version_loads_in_a_fresh_process_and_detects_as_predict(
+    registered: Registered, tmp_path: Path
+) -> None:
+    """`models:/odpipe-detector/1` in a new interpreter with only the project installed: the pickled
+    model refers to odpipe.detect.serve, which loads its model."""
+    out = _load_in_a_fresh_process(f"models:/{NAME}/{registered.version}", registered, tmp_path)
     assert out["class"] == "odpipe.detect.serve"
     _assert_same(out["all"], registered.expected)
     _assert_same(out["bytes"], registered.expected)
@@ -244,17 +249,7 @@ def test_a_model_registered_before_the_move_loads_and_detects_as_predict(
     """A version logged before odpipe's modules moved names its class ``odpipe.serving.DetectorModel``
     (cloudpickle stores the path): odpipe.moved keeps that path importing, as the new module itself."""
     model = logged_before_the_move(f"models:/{NAME}/{registered.version}", registered.uri, "detector", tmp_path / "old")
-    request = tmp_path / "request.json"
-    request.write_text(json.dumps([{"image": _b64(data), "path": name} for name, data in registered.images]))
-    proc = subprocess.run(
-        [sys.executable, "-c", LOAD, str(model), str(request), str(tmp_path / "out.json")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / "out.json").read_text())
+    out = _load_in_a_fresh_process(str(model), registered, tmp_path)
     assert out["class"] == "odpipe.detect.serve"
     _assert_same(out["all"], registered.expected)
 
