@@ -129,7 +129,7 @@ def _route() -> None:
         if current is not od_mobilenet_v2 and current is not _ROUTED:
             raise ImportError(
                 f"{module.__name__} no longer builds its backbone through keras_models.mobilenet_v2: "
-                "odpipe.detect.backbones cannot keep it from downloading ImageNet weights; update odpipe.detect.backbones"
+                f"{__name__} cannot keep it from downloading ImageNet weights; update {__name__}"
             )
         module.mobilenetv2 = _ROUTED
 
