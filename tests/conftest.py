@@ -35,6 +35,7 @@ E2E = ROOT / "tests" / "e2e"
 SHARED_FIXTURES = ("smoke_project",)  # session fixtures: every test using one runs in one worker
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups to schedule them
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under tests/e2e are marked ``e2e`` (``make test-fast`` leaves them out). Under
     ``pytest -n`` (pytest-xdist, ``--dist loadgroup``) each e2e module runs whole in one worker, so
