@@ -151,7 +151,14 @@ def main() -> None:
         print("registering the export in a temporary MLflow store ...", flush=True)
         uri = f"sqlite:///{work / 'mlflow.db'}"
         client = open_client(uri)
-        version = register_model(client, create_run(client, "serving-speed", work, {}), model, NAME, {}, "benchmark")
+        version = register_model(
+            client,
+            create_run(client, "serving-speed", work, {}),
+            model,
+            name=NAME,
+            metrics={},
+            split_sha256="benchmark",
+        )
         print("loading the SavedModel and the pyfunc model in-process ...", flush=True)
         detector = load_detector(model)
         with global_tracking_uri(uri):

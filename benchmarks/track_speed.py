@@ -96,7 +96,14 @@ def main() -> None:
                 {**cfg.track, "method": method, "frame_stride": stride}, cfg.video.lines, cfg.video.zones
             )
             out = work / f"{method}-{stride}"
-            result = track_video(detector, categories, VideoSource(work / "video.mp4"), settings, out, out / "frames")
+            result = track_video(
+                detector,
+                categories,
+                VideoSource(work / "video.mp4"),
+                settings=settings,
+                out_dir=out,
+                samples_dir=out / "frames",
+            )
             fps = result.frames / result.seconds
             reference = reference or fps
             rows.append((method, stride, fps, fps / reference, scored(result, out, work)))

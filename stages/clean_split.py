@@ -36,7 +36,15 @@ def main(cfg: DictConfig) -> None:
     group_pattern_matches(index.paths, options.group_pattern)  # a pattern that matches nothing fails now, not last
     lists = voc_imagesets(raw, index) if options.use_imagesets else {}
     splits = SplitFiles(lists, options.ratios, options.seed, options.group_pattern)
-    result = clean(raw, images, index, parsed, rules, policy, keep=splits.add)  # each kept sample written out
+    result = clean(
+        raw,
+        images,
+        index=index,
+        parsed=parsed,
+        rules=rules,
+        policy=policy,
+        keep=splits.add,  # each kept sample written out
+    )
     tally = splits.write(out)
     issues = issues_as_dicts(result)
     write_json(issues, out / "issues.json")

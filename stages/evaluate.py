@@ -100,11 +100,13 @@ def main(cfg: DictConfig) -> None:
     record_results(
         cfg,
         report,
-        DETECT_GATE,
-        Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv",
-        [Path(p) for p in (*reports, *produced, *tracked, *exported_files)],
-        lambda client, run_id, split: register_model(client, run_id, export_dir, name, metrics, split),
-        numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"),
+        metric=DETECT_GATE,
+        split_file=Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv",
+        artifacts=[Path(p) for p in (*reports, *produced, *tracked, *exported_files)],
+        register=lambda client, run_id, split: register_model(
+            client, run_id, export_dir, name=name, metrics=metrics, split_sha256=split
+        ),
+        extra_metrics=numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"),
     )
 
 

@@ -34,9 +34,9 @@ def main(cfg: DictConfig) -> None:
         load_detector(export_dir),
         read_label_map(export_dir / LABEL_MAP_NAME),
         VideoSource(prepared.video, default_fps=prepared.fps, read_timeout=settings.read_timeout),
-        settings,
-        out,
-        samples,
+        settings=settings,
+        out_dir=out,
+        samples_dir=samples,
     )
     report = result.summary()
     if prepared.ground_truth is not None:

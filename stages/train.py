@@ -71,7 +71,15 @@ def main(cfg: DictConfig) -> None:
         return
 
     params = flatten({"train": OmegaConf.to_container(cfg.train), "model": {"backbone_init": cfg.model.backbone_init}})
-    with train_run(work, inputs, cfg.train.resume, cfg.mlflow, params, data_version, "val/map") as run:
+    with train_run(
+        work,
+        inputs,
+        resume=cfg.train.resume,
+        mlflow_config=cfg.mlflow,
+        params=params,
+        data_version=data_version,
+        select="val/map",
+    ) as run:
         progress = Progress(schedule.num_steps, run.first_step, schedule.max_minutes, run.journal.elapsed)
 
         def on_losses(step: int, scalars: dict[str, float]) -> None:

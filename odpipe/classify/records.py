@@ -67,6 +67,7 @@ def example_bytes(unit: tuple[ClassRow, int], images: Path, names: Sequence[str]
 def split_examples(
     rows: Sequence[ClassRow],
     images: Path,
+    *,
     names: Sequence[str],
     policy: Policy,
     order_seed: int | None,

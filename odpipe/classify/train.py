@@ -39,7 +39,7 @@ def class_weights(counts: Sequence[int], mode: str) -> np.ndarray:
 
 
 def train_dataset(
-    records: Path, batch_size: int, image_size: int, num_classes: int, weights: np.ndarray, seed: int
+    records: Path, *, batch_size: int, image_size: int, num_classes: int, weights: np.ndarray, seed: int
 ) -> tf.data.Dataset:
     """Endless batches of (pixels, one-hot label, class weight) from the train shards, read interleaved."""
     table = tf.constant(weights, tf.float32)

@@ -239,6 +239,7 @@ CHUNK = 16  # images per hand-over to a worker: fewer hand-overs leave this proc
 def clean(
     root: Path,
     out_dir: Path,
+    *,
     index: ImageIndex,
     parsed: Parsed,
     rules: ClassRules,
@@ -377,4 +378,4 @@ def clean_folder(
 ) -> tuple[ImageIndex, CleanResult]:
     """Parse a dataset folder in ``fmt`` ('auto' to detect it), clean it into ``out_dir``."""
     index, parsed = read_dataset(root, fmt, options)
-    return index, clean(root, out_dir, index, parsed, rules, policy)
+    return index, clean(root, out_dir, index=index, parsed=parsed, rules=rules, policy=policy)

@@ -115,7 +115,7 @@ class DetectorModel(PythonModel):
 
 
 def register_model(
-    client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float], split_sha256: str
+    client: MlflowClient, run_id: str, export_dir: Path, *, name: str, metrics: Mapping[str, float], split_sha256: str
 ) -> str:
     """Log the export to the run as a loadable MLflow model and register it as a new version of
     ``name`` (:func:`odpipe.engine.pyfunc.log_and_register`); returns the version. Here and not in

@@ -37,6 +37,7 @@ Register = Callable[[MlflowClient, str, str], str]
 def record_results(
     cfg: DictConfig,
     report: dict,
+    *,
     metric: GateMetric,
     split_file: Path,
     artifacts: Iterable[Path],

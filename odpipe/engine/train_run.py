@@ -50,6 +50,7 @@ class TrainRun:
 def train_run(
     work: Path,
     inputs: Mapping[str, str],
+    *,
     resume: bool,
     mlflow_config: Mapping,
     params: Mapping[str, str],

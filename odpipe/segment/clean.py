@@ -94,6 +94,7 @@ def clean_masks(
     root: Path,
     images_out: Path,
     masks_out: Path,
+    *,
     dataset: MaskDataset,
     options: Mapping,
     max_pixels: int | None,

@@ -60,6 +60,7 @@ class SegmenterModule(tf.Module):
 def export_segmenter(
     model: tf.keras.Model,
     out_dir: Path,
+    *,
     tile_size: int,
     overlap: float,
     class_names: Sequence[str],

@@ -75,7 +75,7 @@ def example_bytes(unit: tuple[Row, int], images: Path, masks: Path, policy: Poli
 
 
 def split_examples(
-    rows: Sequence[Row], images: Path, masks: Path, policy: Policy, order_seed: int | None, workers: Workers
+    rows: Sequence[Row], images: Path, masks: Path, *, policy: Policy, order_seed: int | None, workers: Workers
 ) -> Iterator[bytes]:
     """A split's serialized Examples in the order they are written, each pair read when its
     turn comes; the train split (``order_seed`` given) with the policy's copies, shuffled."""

@@ -38,7 +38,7 @@ class SegmenterModel(ExportFolderModel):
 
 
 def register_segmenter(
-    client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: dict[str, float], split_sha256: str
+    client: MlflowClient, run_id: str, export_dir: Path, *, name: str, metrics: dict[str, float], split_sha256: str
 ) -> str:
     """Log the export to the run and register it as a new version of ``name``; returns the version."""
     return SegmenterModel().register(client, run_id, export_dir, name, metrics, split_sha256)

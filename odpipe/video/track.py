@@ -292,6 +292,7 @@ def track_video(
     detector,
     categories: Mapping[int, str],
     source: VideoSource,
+    *,
     settings: TrackSettings,
     out_dir: Path,
     samples_dir: Path,
@@ -466,7 +467,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The model first: a stream opened before TensorFlow's start-up would sit unread meanwhile.
         detector, categories = load_detector(args.model_dir), read_label_map(args.model_dir / LABEL_MAP_NAME)
         source = VideoSource(args.source, default_fps=args.fps, read_timeout=args.read_timeout)
-        result = track_video(detector, categories, source, settings, args.out, args.out / "frames", not args.no_video)
+        result = track_video(
+            detector,
+            categories,
+            source,
+            settings=settings,
+            out_dir=args.out,
+            samples_dir=args.out / "frames",
+            write_video=not args.no_video,
+        )
     except (VideoError, ValueError, OSError, tf.errors.OpError) as err:
         print(f"odpipe track: {err}", file=sys.stderr)
         return 2

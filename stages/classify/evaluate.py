@@ -81,10 +81,12 @@ def main(cfg: DictConfig) -> None:
     record_results(
         cfg,
         report,
-        gate_metric,
-        split_csv,
-        [Path(p) for p in (*reports, *produced, cfg.paths.calibration, cfg.paths.augment_preview, samples)],
-        lambda client, run_id, split: register_classifier(client, run_id, export_dir, name, scores, split),
+        metric=gate_metric,
+        split_file=split_csv,
+        artifacts=[Path(p) for p in (*reports, *produced, cfg.paths.calibration, cfg.paths.augment_preview, samples)],
+        register=lambda client, run_id, split: register_classifier(
+            client, run_id, export_dir, name=name, metrics=scores, split_sha256=split
+        ),
     )
 
 

@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
             num_bytes = sum((images / r.image).stat().st_size for r in rows)
             num_shards = cfg.tfrecord.num_shards or auto_num_shards(num_bytes * (1 + copies))
             order_seed = cfg.tfrecord.seed if split == "train" else None
-            examples = split_examples(rows, images, names, policy, order_seed, workers)
+            examples = split_examples(rows, images, names=names, policy=policy, order_seed=order_seed, workers=workers)
             _, counts[split] = write_serialized(examples, out, split, num_shards)
             log.info("%s: %d examples from %d images in %d shard(s)", split, counts[split], len(rows), num_shards)
             if split == "train":

@@ -59,10 +59,26 @@ def main(cfg: DictConfig) -> None:
     replicas = strategy.num_replicas_in_sync
     log.info("%d replica(s), %d steps an epoch; checkpoints in %s", replicas, schedule.steps_per_epoch, work)
     params = flatten({"train": train, "model": model_cfg})
-    with train_run(work, inputs, train["resume"], cfg.mlflow, params, data_version, SELECT, unit="epoch") as run:
+    with train_run(
+        work,
+        inputs,
+        resume=train["resume"],
+        mlflow_config=cfg.mlflow,
+        params=params,
+        data_version=data_version,
+        select=SELECT,
+        unit="epoch",
+    ) as run:
         with strategy.scope():
             model = compiled_model(model_cfg, len(names), size, train, schedule.epochs * schedule.steps_per_epoch)
-        data = train_dataset(records, train["batch_size"], size, len(names), weights, train["seed"])
+        data = train_dataset(
+            records,
+            batch_size=train["batch_size"],
+            image_size=size,
+            num_classes=len(names),
+            weights=weights,
+            seed=train["seed"],
+        )
         val = split_batches(records, "val", size, train["batch_size"])
 
         def validate() -> dict[str, float]:

@@ -26,7 +26,15 @@ def main(cfg: DictConfig) -> None:
     out = fresh_dir(cfg.paths.clean_split)
     images, masks = Path(cfg.paths.clean_images), Path(cfg.paths.clean_masks)
     workers = resolve_workers(options.workers, "clean_split.workers")
-    result = clean_masks(raw, images, masks, dataset, dataset_options, options.max_image_pixels, workers)
+    result = clean_masks(
+        raw,
+        images,
+        masks,
+        dataset=dataset,
+        options=dataset_options,
+        max_pixels=options.max_image_pixels,
+        workers=workers,
+    )
     pinned = dataset.splits if options.use_imagesets else {}
     by_split = split_rows(result, pinned, options.ratios, options.seed, options.group_pattern)
     write_splits(result, by_split, out)

@@ -57,10 +57,12 @@ def main(cfg: DictConfig) -> None:
     record_results(
         cfg,
         report,
-        SEGMENT_GATE,
-        split_csv,
-        [Path(p) for p in (*reports, *produced, cfg.paths.augment_preview, samples)],
-        lambda client, run_id, split: register_segmenter(client, run_id, export_dir, name, scores_by_class, split),
+        metric=SEGMENT_GATE,
+        split_file=split_csv,
+        artifacts=[Path(p) for p in (*reports, *produced, cfg.paths.augment_preview, samples)],
+        register=lambda client, run_id, split: register_segmenter(
+            client, run_id, export_dir, name=name, metrics=scores_by_class, split_sha256=split
+        ),
     )
 
 

@@ -24,7 +24,14 @@ def main(cfg: DictConfig) -> None:
     model = build_model(model_cfg["architecture"], len(classes["names"]), model_cfg)
     checkpoint = restore_weights(model, Path(cfg.paths.train))
     out = fresh_dir(cfg.paths.export)
-    export_segmenter(model, out, cfg.segment.tile_size, cfg.segment.tile_overlap, classes["names"], classes["colors"])
+    export_segmenter(
+        model,
+        out,
+        tile_size=cfg.segment.tile_size,
+        overlap=cfg.segment.tile_overlap,
+        class_names=classes["names"],
+        colors=classes["colors"],
+    )
     log.info("exported %s to %s", checkpoint, out)
 
 

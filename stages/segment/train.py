@@ -45,7 +45,16 @@ def main(cfg: DictConfig) -> None:
     replicas = strategy.num_replicas_in_sync
     log.info("%d replica(s), %d steps an epoch; checkpoints in %s", replicas, schedule.steps_per_epoch, work)
     params = flatten({"train": train, "model": model_cfg})
-    with train_run(work, inputs, train["resume"], cfg.mlflow, params, data_version, SELECT, unit="epoch") as run:
+    with train_run(
+        work,
+        inputs,
+        resume=train["resume"],
+        mlflow_config=cfg.mlflow,
+        params=params,
+        data_version=data_version,
+        select=SELECT,
+        unit="epoch",
+    ) as run:
         with strategy.scope():
             model = compiled_model(model_cfg, len(names), train, weights, schedule.epochs * schedule.steps_per_epoch)
         data = train_dataset(records, train["batch_size"], tile, train["seed"])

@@ -158,7 +158,7 @@ def registered(tmp_path_factory, smoke_project: Path) -> Iterator[Registered]:
     uri = f"sqlite:///{base / 'registry' / 'mlflow.db'}"
     client = open_client(uri)
     run_id = create_run(client, "odpipe-serving", base / "registry", {})
-    version = register_model(client, run_id, export, NAME, {"map": 0.25}, "split-digest")
+    version = register_model(client, run_id, export, name=NAME, metrics={"map": 0.25}, split_sha256="split-digest")
     assert TRACKING_URI_ENV not in os.environ  # logging through MLflow's global state left none behind
     yield Registered(uri, version, images, _reference(export, images, 0.0), predicted)
     mp.undo()

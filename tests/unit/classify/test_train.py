@@ -56,7 +56,12 @@ def records(tmp_path: Path) -> Path:
         rows.append(ClassRow(f"{i}.jpg", label, 40, 30))
     with Workers(1) as workers:
         for split, seed in (("train", 0), ("val", None)):
-            write_serialized(split_examples(rows, images, NAMES, POLICY, seed, workers), out, split, 2)
+            write_serialized(
+                split_examples(rows, images, names=NAMES, policy=POLICY, order_seed=seed, workers=workers),
+                out,
+                split,
+                2,
+            )
     return out
 
 
@@ -90,7 +95,9 @@ def test_records_hold_the_class_for_the_od_apis_decoder_and_copies_are_worker_in
     written = []
     for count in (1, 2):
         with Workers(count) as workers:
-            serialized = split_examples(rows, records.parent / "images", NAMES, POLICY, 0, workers)
+            serialized = split_examples(
+                rows, records.parent / "images", names=NAMES, policy=POLICY, order_seed=0, workers=workers
+            )
             paths, _ = write_serialized(serialized, tmp_path / f"w{count}", "train", 2)
         written.append([p.read_bytes() for p in paths])
     assert written[0] == written[1]
@@ -125,7 +132,14 @@ def test_a_pretrained_backbone_trains_frozen_then_fine_tuned_with_its_batchnorm_
         after[epoch] = snapshot()
 
     start = snapshot()
-    data = train_dataset(records, 4, 32, len(NAMES), class_weights([2, 2, 2], "none"), seed=0)
+    data = train_dataset(
+        records,
+        batch_size=4,
+        image_size=32,
+        num_classes=len(NAMES),
+        weights=class_weights([2, 2, 2], "none"),
+        seed=0,
+    )
     val = split_batches(records, "val", 32, 4)
     journal = Journal.open(tmp_path / "work", 0, select="val/top1")
     schedule = EpochSchedule(epochs=2, steps_per_epoch=4)

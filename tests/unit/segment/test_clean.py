@@ -97,7 +97,9 @@ def write_dataset(root: Path) -> dict[str, np.ndarray]:
 def clean(root: Path, out: Path, workers: int) -> tuple[MaskCleanResult, dict[str, list[int]]]:
     """clean_split as the stage runs it, without pinned splits or groups."""
     dataset = read_mask_dataset(root, "voc", OPTIONS)
-    result = clean_masks(root, out / "images", out / "masks", dataset, OPTIONS, None, workers)
+    result = clean_masks(
+        root, out / "images", out / "masks", dataset=dataset, options=OPTIONS, max_pixels=None, workers=workers
+    )
     by_split = split_rows(result, {}, RATIOS, SEED, None)
     write_splits(result, by_split, out / "splits")
     return result, by_split
@@ -261,7 +263,15 @@ def test_kept_images_are_written_as_training_reads_them(tmp_path: Path, write: C
     since TensorFlow decodes the bytes as they are (no EXIF rotation)."""
     write(tmp_path / "raw")
     dataset = read_mask_dataset(tmp_path / "raw", "voc", OPTIONS)
-    result = clean_masks(tmp_path / "raw", tmp_path / "images", tmp_path / "masks", dataset, OPTIONS, None, 1)
+    result = clean_masks(
+        tmp_path / "raw",
+        tmp_path / "images",
+        tmp_path / "masks",
+        dataset=dataset,
+        options=OPTIONS,
+        max_pixels=None,
+        workers=1,
+    )
     (row,) = result.rows
     assert decode_png((tmp_path / "masks" / row.mask).read_bytes()).shape == (row.height, row.width)
     with Image.open(tmp_path / "images" / row.image) as written:

@@ -30,7 +30,7 @@ def model() -> tf.keras.Model:
 @pytest.fixture(scope="module")
 def segmenter(model: tf.keras.Model, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
     out_dir = tmp_path_factory.mktemp("export")
-    export_segmenter(model, out_dir, TILE, OVERLAP, NAMES, COLORS)
+    export_segmenter(model, out_dir, tile_size=TILE, overlap=OVERLAP, class_names=NAMES, colors=COLORS)
     return load_segmenter(out_dir)
 
 
@@ -83,7 +83,7 @@ def test_jpeg_decodes_to_the_image_size_and_classes_travel_with_the_model(segmen
 
 def test_export_refuses_names_that_do_not_fit_the_model(model: tf.keras.Model, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="the model has 3 classes, given 2 names and 3 colours"):
-        export_segmenter(model, tmp_path, TILE, OVERLAP, NAMES[:2], COLORS)
+        export_segmenter(model, tmp_path, tile_size=TILE, overlap=OVERLAP, class_names=NAMES[:2], colors=COLORS)
     with pytest.raises(ValueError, match=f"{tmp_path / CLASSES_FILE}: missing"):
         load_segmenter(tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written

@@ -144,7 +144,11 @@ def rows(tmp_path: Path) -> list[Row]:
 def examples(rows: list[Row], folder: Path, order_seed: int | None, count: int = 1) -> list[bytes]:
     """A split's serialized Examples, as the tfrecord stage writes them, with ``count`` workers."""
     with Workers(count) as workers:
-        return list(split_examples(rows, folder / "images", folder / "masks", POLICY, order_seed, workers))
+        return list(
+            split_examples(
+                rows, folder / "images", folder / "masks", policy=POLICY, order_seed=order_seed, workers=workers
+            )
+        )
 
 
 def copy_name(image: str, copy: int) -> str:
