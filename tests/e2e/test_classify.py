@@ -139,7 +139,7 @@ def test_a_classifier_registered_before_the_move_still_loads(project: Path, tmp_
     paths = load_params(folder).paths
     uri = f"sqlite:///{project / 'mlflow.db'}"
     (version,) = MlflowClient(uri).search_model_versions("name='odpipe-classifier'")
-    old = logged_before_the_move(f"models:/odpipe-classifier/{version.version}", uri, "classifier", tmp_path)
+    old = logged_before_the_move(uri, "odpipe-classifier", version.version, "classifier", tmp_path)
     model = mlflow.pyfunc.load_model(str(old))
     assert type(model.unwrap_python_model()).__module__ == "odpipe.classify.serve"
     encoded = [image.read_bytes() for image in sorted((folder / paths.clean_images).rglob("*.jpg"))[:2]]

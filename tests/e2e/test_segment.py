@@ -97,7 +97,7 @@ def test_a_segmenter_registered_before_the_move_still_loads(project: Path, tmp_p
     paths = load_params(folder).paths
     uri = f"sqlite:///{project / 'mlflow.db'}"
     (version,) = MlflowClient(uri).search_model_versions("name='odpipe-segmenter'")
-    old = logged_before_the_move(f"models:/odpipe-segmenter/{version.version}", uri, "segmenter", tmp_path)
+    old = logged_before_the_move(uri, "odpipe-segmenter", version.version, "segmenter", tmp_path)
     model = mlflow.pyfunc.load_model(str(old))
     assert type(model.unwrap_python_model()).__module__ == "odpipe.segment.serve"
     encoded = next((folder / paths.clean_images).rglob("*.jpg")).read_bytes()

@@ -248,7 +248,7 @@ def test_a_model_registered_before_the_move_loads_and_detects_as_predict(
 ) -> None:
     """A version logged before odpipe's modules moved names its class ``odpipe.serving.DetectorModel``
     (cloudpickle stores the path): odpipe.moved keeps that path importing, as the new module itself."""
-    model = logged_before_the_move(f"models:/{NAME}/{registered.version}", registered.uri, "detector", tmp_path / "old")
+    model = logged_before_the_move(registered.uri, NAME, registered.version, "detector", tmp_path / "old")
     out = _load_in_a_fresh_process(str(model), registered, tmp_path)
     assert out["class"] == "odpipe.detect.serve"
     _assert_same(out["all"], registered.expected)
