@@ -26,11 +26,14 @@ from odpipe.data.records import write_serialized
 from odpipe.data.synthetic import SyntheticSpec
 from odpipe.detect.augment import split_examples
 from odpipe.detect.pipeline_config import PipelineSettings
+from odpipe.engine.mlflow_runs import TRACKING_URI_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
 
 
+# Tests make their own MLflow stores: a user's MLFLOW_TRACKING_URI must never receive their runs.
+os.environ.pop(TRACKING_URI_ENV, None)
 E2E = ROOT / "tests" / "e2e"
 SHARED_FIXTURES = ("smoke_project",)  # session fixtures: every test using one runs in one worker
 
@@ -47,6 +50,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.e2e)
         shared = next((name for name in SHARED_FIXTURES if name in item.fixturenames), None)
         item.add_marker(pytest.mark.xdist_group(shared or Path(item.fspath).stem))
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri_left_alone() -> Iterator[None]:
+    """No test leaves ``MLFLOW_TRACKING_URI`` behind: ``mlflow.set_tracking_uri`` exports it, and
+    every later stage of the same worker process would log to that store (use
+    ``mlflow_runs.global_tracking_uri``, which puts it back)."""
+    before = os.environ.get(TRACKING_URI_ENV)
+    yield
+    after = os.environ.get(TRACKING_URI_ENV)
+    if after != before:
+        if before is None:
+            del os.environ[TRACKING_URI_ENV]
+        else:
+            os.environ[TRACKING_URI_ENV] = before
+        pytest.fail(f"the test left {TRACKING_URI_ENV}={after!r} behind")
 
 
 def pipeline_settings(**changes) -> PipelineSettings:

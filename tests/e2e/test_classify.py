@@ -30,7 +30,7 @@ from odpipe.classify.export import load_classifier
 from odpipe.core.files import read_csv, read_jsonl
 from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, load_params
 from odpipe.devtools.project import experiments, stage_names
-from odpipe.engine.mlflow_runs import read_run_id
+from odpipe.engine.mlflow_runs import global_tracking_uri, read_run_id
 from tests.conftest import kill_after_first_epoch_then_resume, task_pipeline_run
 from tests.helpers.models import logged_before_the_move
 
@@ -119,12 +119,8 @@ def test_mlflow_run_and_registry_hold_the_classifier(project: Path) -> None:
 
     images = sorted((folder / paths.clean_images).rglob("*.jpg"))[:3]
     encoded = [image.read_bytes() for image in images]
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
+    with global_tracking_uri(client.tracking_uri):
         model = mlflow.pyfunc.load_model(f"models:/odpipe-classifier/{version.version}")
-    finally:
-        mlflow.set_tracking_uri(previous)
     answer = model.predict(pd.DataFrame({"image": [base64.b64encode(e).decode() for e in encoded]}))
     expected = load_classifier(folder / paths.export).predict(encoded)
     assert list(answer["class_name"]) == [CLASSES[i] for i in expected.argmax(-1)]

@@ -354,7 +354,7 @@ def test_track_command_on_a_video_and_its_errors(project: Path, tmp_path: Path) 
             [
                 sys.executable,
                 "-m",
-                "odpipe.track",
+                "odpipe.video.track",
                 str(project / paths.export),
                 str(source),
                 "--out",

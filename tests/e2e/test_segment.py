@@ -24,7 +24,7 @@ from PIL import Image
 from odpipe.core.files import read_csv, read_jsonl
 from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, load_params
 from odpipe.devtools.project import experiments, stage_names
-from odpipe.engine.mlflow_runs import read_run_id
+from odpipe.engine.mlflow_runs import global_tracking_uri, read_run_id
 from odpipe.segment.clean import read_rows
 from odpipe.segment.export import load_segmenter
 from odpipe.segment.metrics import confusion, segmentation_metrics
@@ -82,7 +82,7 @@ def test_mlflow_run_and_registry_hold_the_segmenter(project: Path) -> None:
 
     image = next((folder / paths.clean_images).rglob("*.jpg"))
     encoded = image.read_bytes()
-    with _tracking(client):
+    with global_tracking_uri(client.tracking_uri):
         model = mlflow.pyfunc.load_model(f"models:/odpipe-segmenter/{version.version}")
     answer = model.predict(pd.DataFrame({"image": [base64.b64encode(encoded).decode()]}))
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"][0]))))
@@ -104,18 +104,6 @@ def test_a_segmenter_registered_before_the_move_still_loads(project: Path, tmp_p
     answer = model.predict(pd.DataFrame({"image": [base64.b64encode(encoded).decode()]}))
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"][0]))))
     np.testing.assert_array_equal(served, load_segmenter(folder / paths.export).predict(encoded)[0])
-
-
-class _tracking:
-    def __init__(self, client: MlflowClient) -> None:
-        self.uri = client.tracking_uri
-
-    def __enter__(self) -> None:
-        self.previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
-
-    def __exit__(self, *exc: object) -> None:
-        mlflow.set_tracking_uri(self.previous)
 
 
 def test_metrics_on_the_models_real_outputs_match_keras_mean_iou(project: Path) -> None:
