@@ -216,11 +216,13 @@ def test_reruns_follow_the_declared_params(project: Path) -> None:
     assert linked[0].data.params["evaluate.min_score"] == "0.01"
     assert linked[0].info.run_name == "eval-only" and linked[0].data.metrics["map"] >= 0
 
-    # Another augmentation policy: the train TFRecords and what reads them, nothing else (DVC's
-    # own plan, then the one stage that changes the data run for real; the model is not retrained).
+    # Another augmentation policy: the train TFRecords and what reads them, nothing else. Only
+    # tfrecord is out of date; once it has run, only train (export, track and evaluate follow the
+    # model, which is not retrained here: the first model is what the tests below use).
     compose_params(project, [*SMOKE, "evaluate.min_score=0.01", "augment=light"], project / PARAMS_FILE)
-    assert _ran(run_dvc(project, "repro", "--dry")) == {"tfrecord", "train", "export", "track", "evaluate"}
+    assert _changed_stages(project) == {"tfrecord"}
     assert _ran(run_dvc(project, "repro", "--single-item", "tfrecord")) == {"tfrecord"}
+    assert _changed_stages(project) == {"train"}
     train_examples = list(read_examples(shard_pattern(project / load_params(project).paths.tfrecord, "train")))
     assert sum("#aug1" in e["filename"].decode() for e in train_examples) == len(train_examples) // 2
     # Back to the policy the model was trained with: the records run again (or come back from DVC's
