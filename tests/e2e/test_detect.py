@@ -216,18 +216,18 @@ def test_reruns_follow_the_declared_params(project: Path) -> None:
     assert linked[0].data.params["evaluate.min_score"] == "0.01"
     assert linked[0].info.run_name == "eval-only" and linked[0].data.metrics["map"] >= 0
 
-    # Another augmentation policy: the train TFRecords and what reads them, nothing else. Only
-    # tfrecord is out of date; once it has run, only train (export, track and evaluate follow the
-    # model, which is not retrained here: the first model is what the tests below use).
+    # Another augmentation policy: the train TFRecords and what reads them, nothing else. Out of
+    # date: tfrecord, and evaluate (which logs every param); once tfrecord has run, train too
+    # (export and track follow the model, which is not retrained here: the tests below use it).
     compose_params(project, [*SMOKE, "evaluate.min_score=0.01", "augment=light"], project / PARAMS_FILE)
-    assert _changed_stages(project) == {"tfrecord"}
+    assert _changed_stages(project) == {"tfrecord", "evaluate"}
     assert _ran(run_dvc(project, "repro", "--single-item", "tfrecord")) == {"tfrecord"}
-    assert _changed_stages(project) == {"train"}
+    assert _changed_stages(project) == {"train", "evaluate"}
     train_examples = list(read_examples(shard_pattern(project / load_params(project).paths.tfrecord, "train")))
     assert sum("#aug1" in e["filename"].decode() for e in train_examples) == len(train_examples) // 2
     # Back to the policy the model was trained with: the records run again (or come back from DVC's
     # run cache), the model stands.
-    assert _repro(project, ["evaluate.min_score=0.01"]) <= {"tfrecord"}
+    assert _repro(project, ["evaluate.min_score=0.01"]) <= {"tfrecord", "evaluate"}
     assert _changed_stages(project) == set()
 
 
