@@ -14,14 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 IMAGE_FORMATS = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png"}
-
-
 SHARD_BYTES = 100 * 2**20  # TensorFlow's advice: shards of 100 MB or more read efficiently
-
-
 MIN_SHARDS = 2  # interleaved reading, and a shard of its own for each of two workers
-
-
 T = TypeVar("T")  # a split's row: detection's ImageBoxes, the Keras tasks' rows
 
 

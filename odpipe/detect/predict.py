@@ -22,11 +22,7 @@ from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
 
 CSV_COLUMNS = ("file", "class", "score", "xmin", "ymin", "xmax", "ymax")
-
-
 LABEL_FORMATS = ("voc", "coco")
-
-
 COCO_FILE = "annotations.json"
 
 
