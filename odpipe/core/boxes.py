@@ -1,4 +1,6 @@
-"""Box geometry shared by cleaning, evaluation and curves: IoU of every pair at once."""
+"""Boxes as every layer sees them: the labelled box record (:class:`Box`, pixels of the stored
+image), IoU of every pair at once, how far two labellings agree, and COCO's size buckets, shared
+by annotations, cleaning, reports, evaluation and curves."""
 
 from __future__ import annotations
 
