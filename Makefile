@@ -45,10 +45,10 @@ classify: $(STAMP)  ## the classification pipeline (classify/dvc.yaml) on the bu
 
 TEST_WORKERS ?= 2
 test: $(STAMP)  ## run the whole test suite (what CI runs), in TEST_WORKERS processes
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: $(STAMP)  ## the unit tests only (tests/unit, a few minutes): the edit loop
-	$(PY) -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -m "not e2e" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 bench: $(STAMP)  ## quality bar: default pipeline from scratch, test mAP and stage times
 	$(PY) benchmarks/quality.py

@@ -36,20 +36,36 @@ CLASSES = ("circle", "square", "triangle")
 os.environ.pop(TRACKING_URI_ENV, None)
 E2E = ROOT / "tests" / "e2e"
 SHARED_FIXTURES = ("smoke_project",)  # session fixtures: every test using one runs in one worker
+# The e2e groups, longest first (the last run's durations): each worker takes the next group when
+# it is free, so the longest start first and no worker is left alone with one at the end.
+LONGEST_FIRST = ("test_finetune", "smoke_project", "test_train_stage", "test_detect", "test_detect_formats",
+                 "test_segment", "test_classify", "test_tflite")  # fmt: skip
+
+
+def e2e_group(item: pytest.Item) -> str | None:
+    """The xdist group of an e2e test: the session fixture it shares, else its module."""
+    if E2E not in Path(item.fspath).parents:
+        return None
+    return next((name for name in SHARED_FIXTURES if name in item.fixturenames), Path(item.fspath).stem)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups to schedule them
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under tests/e2e are marked ``e2e`` (``make test-fast`` leaves them out). Under
-    ``pytest -n`` (pytest-xdist, ``--dist loadgroup``) each e2e module runs whole in one worker, so
-    that its module fixtures (a trained pipeline) are built once, and the tests sharing a session
-    fixture run together in one worker, which builds it once; unit tests spread freely."""
+    ``pytest -n`` (pytest-xdist, ``--dist loadgroup --no-loadscope-reorder``) each e2e module runs
+    whole in one worker, so that its module fixtures (a trained pipeline) are built once, and the
+    tests sharing a session fixture run together in one worker, which builds it once; the groups
+    come first, longest first, then the unit tests, which spread freely."""
     for item in items:
-        if E2E not in Path(item.fspath).parents:
-            continue
-        item.add_marker(pytest.mark.e2e)
-        shared = next((name for name in SHARED_FIXTURES if name in item.fixturenames), None)
-        item.add_marker(pytest.mark.xdist_group(shared or Path(item.fspath).stem))
+        if group := e2e_group(item):
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> int:
+        group = e2e_group(item)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST) + (group is None)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
 
 
 @pytest.fixture(autouse=True)
