@@ -66,15 +66,21 @@ def _frame_files(folder: Path) -> list[Path]:
     return files
 
 
+# OpenCV's own read limit, in read timeouts: longer than the consumer's wait (see _capture).
+_DECODER_WAIT = 2
+
+
 def _capture(source: str, timeout: float) -> cv2.VideoCapture:
     """An opened capture of a file, a stream or a camera (its index: ``0``); OpenCV's silent
-    failure made an error. Opening and each read give up after ``timeout`` seconds, where the
-    backend supports it (FFmpeg does), so that a dead stream cannot block a thread for ever."""
+    failure made an error. Opening gives up after ``timeout`` seconds and each read after twice
+    that, where the backend supports it (FFmpeg does), so that a dead stream cannot block a thread
+    for ever. A read that times out looks like the stream's end to OpenCV; with the longer limit
+    the consumer, waiting ``timeout`` for a frame, always reports the stall first."""
     device = source.isdigit()
     if not device and not is_stream(source) and not Path(source).exists():
         raise VideoError(f"{source}: no such file")
     timeout_ms = int(timeout * 1000)
-    limits = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+    limits = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _DECODER_WAIT * timeout_ms]
     capture = cv2.VideoCapture(int(source) if device else source, cv2.CAP_ANY, limits)
     if not capture.isOpened():
         kind = "stream" if is_stream(source) else "camera" if device else "file"
@@ -186,7 +192,7 @@ class VideoSource:
         crash the decoder)."""
         self._stop.set()
         if self._reader is not None:
-            self._reader.join(timeout=self.read_timeout + 1)
+            self._reader.join(timeout=_DECODER_WAIT * self.read_timeout + 1)
         if self._capture is not None and (self._reader is None or not self._reader.is_alive()):
             self._capture.release()
 
