@@ -11,6 +11,7 @@ from pathlib import Path
 from odpipe.core.files import is_hidden
 from odpipe.core.images import IMAGE_SUFFIXES
 from odpipe.core.parallel import available_cores
+from odpipe.data.discover import walk
 from odpipe.data.download import GB, extract, fetch_archive
 from odpipe.data.synthetic import SyntheticSpec, generate, generate_classification, generate_segmentation
 
@@ -19,7 +20,8 @@ ANNOTATION_SUFFIXES = (".xml", ".csv", ".json", ".txt", ".yaml", ".yml")
 
 
 def copy_local(src: Path, dst: Path, all_files: bool = False) -> int:
-    """Copy every image and annotation under ``src`` into ``dst``, keeping sub-folders.
+    """Copy every image and annotation under ``src`` into ``dst``, keeping sub-folders; symbolic
+    links are followed (see :func:`odpipe.data.discover.walk`).
 
     Other files (notes, thumbnails, .DS_Store) stay behind: they are not data. With
     ``all_files`` (classification's ``dataset.copy_all_files``) every file but hidden ones and
@@ -30,11 +32,11 @@ def copy_local(src: Path, dst: Path, all_files: bool = False) -> int:
     if not src.is_dir():
         raise FileNotFoundError(f"dataset.path {src} is not a folder")
     count = 0
-    for path in sorted(src.rglob("*")):
-        if path.is_file() and _wanted(path.relative_to(src), all_files):
-            target = dst / path.relative_to(src)
+    for rel in sorted(walk(src)):
+        if _wanted(Path(rel), all_files):
+            target = dst / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            shutil.copy2(src / rel, target)  # a link's target: what it points at is the data
             count += 1
     if not count:
         raise FileNotFoundError(f"dataset.path {src} holds no images or annotations")

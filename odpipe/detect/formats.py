@@ -29,7 +29,7 @@ from odpipe.core.files import key_name, name_key, scratch_db
 from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, displayed_size
 from odpipe.data.annotations import Annotation, AnnotationError, read_voc
 from odpipe.data.cleaning import Issue
-from odpipe.data.discover import find, is_coco, yolo_class_names
+from odpipe.data.discover import CLASS_TABLES, find, is_coco, yolo_class_names
 
 
 class AnnotationStore:
@@ -291,11 +291,11 @@ def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
     names = yolo_class_names(root)
     if names is None:
         parsed.issues.append(
-            Issue(".", "annotation_invalid", f"{root}: YOLO labels need classes.txt or data.yaml names")
+            Issue(".", "annotation_invalid", f"{root}: YOLO labels need classes.txt, labels.txt or data.yaml names")
         )
         return parsed
     for path in sorted(root.rglob("*.txt")):
-        if path.name == "classes.txt" or path.parent.name == "Main":
+        if path.name in CLASS_TABLES or path.parent.name == "Main":
             continue
         source = _rel(path, root)
         image = index.by_stem(path.stem, near=source.replace("labels/", "images/"))

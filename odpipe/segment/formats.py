@@ -5,14 +5,14 @@ Formats, recognised from their files by :func:`detect_format`:
 - ``voc``: ``JPEGImages/<id>.jpg`` with ``SegmentationClass/<id>.png`` palette PNGs, read as the
   palette's indices (255 void); splits from ``ImageSets/Segmentation/{train,val,test}.txt``.
 - ``camvid``: colour masks and ``class_dict.csv`` (``name,r,g,b``) or ``label_colors.txt``
-  (``r g b name``); ``x.png`` with ``x_L.png`` anywhere in the tree, or ``<split>/`` folders
-  with ``<split>_labels/`` beside them. A class named void is VOID.
+  (``r g b name``); images and masks paired as for index. A class named void is VOID.
 - ``cityscapes``: ``leftImg8bit/<split>/<city>/<x>_leftImg8bit.png`` with
   ``gtFine/<split>/<city>/<x>_gtFine_labelIds.png``; label ids become the 19 train ids.
-- ``index``: an image folder (``images``, ``img``, ``JPEGImages``) and a mask folder beside it
-  (``masks``, ``annotations``, ``labels``, ``SegmentationClass``), paired by the path under each
-  (``images/training/a.jpg`` with ``annotations/training/a.png``, as ADE20K); single-channel PNGs
-  whose values are class ids; names from ``dataset.classes`` or a ``classes.txt``.
+- ``index``: images and masks paired by the layouts datasets ship in (:mod:`odpipe.data.pairing`:
+  ``images/training/a.jpg`` with ``annotations/training/a.png`` as ADE20K, ``train/`` with
+  ``trainannot/`` as SegNet's CamVid, ``a.png`` with ``a_mask.png``; ``dataset.images``,
+  ``dataset.masks`` and ``dataset.mask_suffix`` name others); single-channel PNGs whose values are
+  class ids; names from ``dataset.classes`` or a ``classes.txt``/``labels.txt``.
 - ``coco``: COCO JSON polygons or RLE, rasterised by pycocotools; overlapping objects: the later
   annotation in the file wins. An image listed without annotations is all background.
 - ``labelme``: a JSON per image; polygons, rectangles and circles drawn with PIL on the points as
@@ -31,9 +31,11 @@ Options (the ``dataset`` config section):
 - ``classes``: class names, index = id. For the formats whose files hold ids (voc, index) it
   names those ids; for the formats that name their classes (camvid, cvat, cityscapes, coco,
   labelme) it picks and orders them by name, and any other class is void (and reported).
-  Empty: the format's own table (VOC's 21 classes; for index a ``classes.txt``).
+  Empty: the format's own table (VOC's 21 classes; for index a ``classes.txt``/``labels.txt``).
 - ``reduce_zero_label``: index only: id 0 means "unlabelled" (ADE20K), so it becomes VOID and
   every other id moves down by one; ``classes`` then names the ids after the move.
+- ``images``, ``masks``, ``mask_suffix``: index and camvid: the image and mask folder names and
+  the masks' name suffix, where the usual layouts do not pair them (:mod:`odpipe.data.pairing`).
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
 from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, ImageTooLargeError
-from odpipe.data.discover import find, is_coco, yolo_class_names
+from odpipe.data.discover import find, inventory, is_coco, yolo_class_names
 from odpipe.data.index_masks import PALETTE, VOID, Colour
+from odpipe.data.pairing import Convention, describe, pair
 
 Key = int | tuple[int, int, int] | str  # a value, a colour or a label as the dataset's files write it
 
@@ -76,8 +79,6 @@ CITYSCAPES = (
     ("motorcycle", 32, (0, 0, 230)), ("bicycle", 33, (119, 11, 32)),
 )  # fmt: skip
 BACKGROUND_NAMES = {"background", "_background_", "bg"}
-IMAGE_FOLDERS = ("images", "img", "JPEGImages")
-MASK_FOLDERS = ("masks", "annotations", "labels", "SegmentationClass")
 SPLIT_WORDS = {
     "train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
     "test": "test", "testing": "test",
@@ -375,31 +376,6 @@ def read_cvat(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset
     return MaskDataset("cvat", table, pairs, splits, False, class_ids)
 
 
-def _camvid_pairs(files: Sequence[str]) -> list[MaskPair]:
-    """``<x>/a.png`` with ``<x>_labels/a_L.png`` (or ``a.png``) when such folders exist, else
-    ``a.png`` with ``a_L.png`` anywhere in the tree (CamVid's own release keeps them apart)."""
-    images = [path for path in files if _is_image(path)]
-    label_folders = {posixpath.dirname(p) for p in images if posixpath.dirname(p).endswith("_labels")}
-    image_folders = {folder[: -len("_labels")] for folder in label_folders}
-
-    def unlabelled(stem: str) -> str:
-        return stem[:-2] if stem.endswith("_L") else stem
-
-    if label_folders:
-        return _paired(
-            (p for p in images if posixpath.dirname(p) in image_folders),
-            (p for p in images if posixpath.dirname(p) in label_folders),
-            lambda image: (posixpath.dirname(image), _stem(image)),
-            lambda mask: (posixpath.dirname(mask)[: -len("_labels")], unlabelled(_stem(mask))),
-        )
-    return _paired(
-        (p for p in images if not _stem(p).endswith("_L")),
-        (p for p in images if _stem(p).endswith("_L")),
-        _stem,
-        lambda mask: unlabelled(_stem(mask)),
-    )
-
-
 def read_camvid(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset:
     """CamVid: classes and colours from ``class_dict.csv``, else ``label_colors.txt``."""
     table_file = _table_file(root, files, "class_dict.csv")
@@ -409,7 +385,7 @@ def read_camvid(root: Path, files: Sequence[str], options: Mapping) -> MaskDatas
     if table_file is None:
         raise ValueError(f"{root}: CamVid masks need a class_dict.csv or label_colors.txt")
     names, colors, meaning = _colour_classes(rows(*table_file))
-    pairs = _camvid_pairs(files)
+    pairs = _raster_pairs(files, options)
     table, class_ids = _class_table(names, colors, meaning, _wanted(options))
     return MaskDataset("camvid", table, pairs, _folder_splits(pairs), False, class_ids)
 
@@ -450,23 +426,28 @@ def _in_folders(path: str, folders: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-def _index_pairs(files: Sequence[str]) -> list[MaskPair]:
-    images = [path for path in files if _is_image(path) and _in_folders(path, IMAGE_FOLDERS)]
-    masks = [path for path in files if _is_image(path) and _in_folders(path, MASK_FOLDERS)]
-    return _paired(images, masks, lambda p: _in_folders(p, IMAGE_FOLDERS), lambda p: _in_folders(p, MASK_FOLDERS))
+def _raster_pairs(files: Sequence[str], options: Mapping) -> list[MaskPair]:
+    """Image files paired with mask files by the usual layouts (:mod:`odpipe.data.pairing`), or
+    by the user's ``dataset.images``, ``dataset.masks`` and ``dataset.mask_suffix``."""
+    convention = Convention.from_options(options.get("images"), options.get("masks"), options.get("mask_suffix"))
+    return [MaskPair(image, mask) for image, mask in pair(_image_files(files), convention)]
 
 
 def read_index(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset:
-    """Masks of class ids: names from ``dataset.classes``, else ``classes.txt`` (or a YOLO
+    """Masks of class ids: names from ``dataset.classes``, else ``classes.txt``/``labels.txt`` (or a YOLO
     ``data.yaml``'s names, read the same way as for detection)."""
+    pairs = _raster_pairs(files, options)
     names = _wanted(options) or tuple(yolo_class_names(root) or ())
     if not names:
-        raise ValueError(f"{root}: index masks need dataset.classes or a classes.txt (line i names id i)")
+        paired = sum(1 for p in pairs if p.image and p.mask)
+        raise ValueError(
+            f"{root}: {paired} images paired with masks of class ids, and nothing names the ids: index masks "
+            "need dataset.classes (the name of id 0 first) or a classes.txt or labels.txt (line i names id i)"
+        )
     if options.get("reduce_zero_label"):
         meaning = {value + 1: name for value, name in enumerate(names)} | {0: None, VOID: None}
     else:
         meaning = dict(enumerate(names)) | {VOID: None}
-    pairs = _index_pairs(files)
     table, class_ids = _class_table(names, PALETTE[: len(names)], meaning, ())
     return MaskDataset("index", table, pairs, _folder_splits(pairs), False, class_ids)
 
@@ -570,54 +551,101 @@ READERS: dict[str, Callable[[Path, Sequence[str], Mapping], MaskDataset]] = {
 }
 
 
-def _evidence(root: Path, files: Sequence[str]) -> dict[str, str]:
-    """Each format whose files are present, with what gave it away."""
+# What each format looks for, for the error that says none was found.
+LAYOUTS = {
+    "voc": "JPEGImages/ with SegmentationClass/ (palette PNGs)",
+    "cvat": "voc's layout with CVAT's labelmap.txt",
+    "camvid": "colour masks with a class_dict.csv or label_colors.txt",
+    "cityscapes": "leftImg8bit/<split>/<city>/ with gtFine/<split>/<city>/",
+    "index": "images and single-channel masks paired: images/ + masks/, train/ + trainannot/ (or train_labels/, "
+    "train_masks/), x.png + x_mask.png; dataset.images, dataset.masks and dataset.mask_suffix name others",
+    "coco": "a COCO JSON (images, annotations, categories)",
+    "labelme": "a LabelMe JSON per image (shapes, imagePath)",
+}
+
+
+def _evidence(root: Path, files: Sequence[str], options: Mapping) -> tuple[dict[str, str], dict[str, str]]:
+    """Each format whose files are present, with what gave it away; and for each of the others,
+    how close the files came to it."""
     names = {posixpath.basename(path) for path in files}
     folders = {part for path in files for part in path.split("/")[:-1]}
-    found = {}
+    found, near = {}, {}
+    voc = [folder for folder in ("JPEGImages", "SegmentationClass") if folder in folders]
     if "gtFine" in folders and any(_cityscapes_key(p, "leftImg8bit", CITYSCAPES_IMAGE) for p in files):
         found["cityscapes"] = "leftImg8bit/ and gtFine/"
-    if {"JPEGImages", "SegmentationClass"} <= folders and "labelmap.txt" in names:
-        found["cvat"] = "JPEGImages/, SegmentationClass/ and labelmap.txt"
-    elif {"JPEGImages", "SegmentationClass"} <= folders:
-        found["voc"] = "JPEGImages/ and SegmentationClass/"
-    for table in ("class_dict.csv", "label_colors.txt"):
-        if table in names:
-            found.setdefault("camvid", table)
-    for source in [path for path in files if path.endswith(".json")][:JSON_SNIFFED]:
+    else:
+        near["cityscapes"] = "found " + (
+            " and ".join(f"{f}/" for f in ("leftImg8bit", "gtFine") if f in folders) or "neither"
+        )
+    if len(voc) == 2:
+        found["cvat" if "labelmap.txt" in names else "voc"] = "JPEGImages/ and SegmentationClass/"
+    else:
+        near["voc"] = near["cvat"] = "found " + (f"{voc[0]}/ only" if voc else "neither folder")
+    tables = [table for table in ("class_dict.csv", "label_colors.txt") if table in names]
+    if tables:
+        found["camvid"] = tables[0]
+    else:
+        near["camvid"] = "no class_dict.csv or label_colors.txt"
+    sniffed = [path for path in files if path.endswith(".json")][:JSON_SNIFFED]
+    for source in sniffed:
         data = _json(root / source)
         kind = "coco" if is_coco(data) else "labelme" if is_labelme(data) else None
         if kind:
             found[kind] = source
             break
-    if not found and any(p.image and p.mask for p in _index_pairs(files)):
-        found["index"] = f"masks in {'/'.join(MASK_FOLDERS)}/ beside {'/'.join(IMAGE_FOLDERS)}/"
-    return found
+    else:
+        near["coco"] = near["labelme"] = f"{len(sniffed)} JSON file(s) read, none of either kind"
+    if not found:
+        pairs = _raster_pairs(files, options)
+        paired = sum(1 for p in pairs if p.image and p.mask)
+        if paired:
+            found["index"] = f"{paired} image/mask pairs"
+        else:
+            near["index"] = f"0 files paired ({describe((p.image, p.mask) for p in pairs)})"
+    return found, near
 
 
-def _detected(root: Path, files: Sequence[str]) -> str:
-    found = _evidence(root, files)
+def _detected(root: Path, files: Sequence[str], options: Mapping) -> str:
+    found, near = _evidence(root, files, options)
     if len(found) == 1:
         return next(iter(found))
     if not found:
-        raise ValueError(f"{root}: no segmentation dataset found (formats: {', '.join(READERS)})")
+        expected = "\n".join(f"  {fmt}: {LAYOUTS[fmt]}; {near[fmt]}" for fmt in READERS)
+        raise ValueError(
+            f"{root}: no segmentation dataset recognised.\nFound:\n{inventory(files)}\n"
+            f"Looked for (dataset.format):\n{expected}"
+        )
     listed = "; ".join(f"{fmt} ({why})" for fmt, why in found.items())
-    raise ValueError(f"{root}: more than one mask format found: {listed}; set dataset.mask_format")
+    raise ValueError(f"{root}: more than one mask format found: {listed}; set dataset.format")
 
 
-def detect_format(root: Path) -> str:
+def detect_format(root: Path, options: Mapping | None = None) -> str:
     """The segmentation format of a dataset folder, from the files it holds; ValueError when
     none or more than one format is there, naming what was found."""
-    return _detected(root, _files(root))
+    return _detected(root, _files(root), options or {})
+
+
+def _check_paired(root: Path, dataset: MaskDataset) -> None:
+    """Refuse a dataset in which no image found its mask: every image would be dropped, and the
+    split would come out empty with the cause far upstream."""
+    if dataset.pairs and not any(p.image and p.mask for p in dataset.pairs):
+        raise ValueError(
+            f"{root}: 0 of {len(dataset.pairs)} files were paired as {dataset.format}: "
+            f"{describe((p.image, p.mask) for p in dataset.pairs)}. Name the folders with dataset.images "
+            "and dataset.masks (folder names; a * stands for the name they share: *annot pairs trainannot/ "
+            "with train/), or the masks' name suffix with dataset.mask_suffix"
+        )
 
 
 def read_mask_dataset(root: Path, fmt: str, options: Mapping) -> MaskDataset:
     """Every image and mask under ``root`` in ``fmt`` ('auto' to detect it), paired."""
     files = _files(root)
-    fmt = _detected(root, files) if fmt == "auto" else fmt
+    fmt = _detected(root, files, options) if fmt == "auto" else fmt
     if fmt not in READERS:
-        raise ValueError(f"dataset.mask_format {fmt!r} is not one of auto, {', '.join(READERS)}")
-    return READERS[fmt](root, files, options)
+        raise ValueError(f"dataset.format {fmt!r} is not one of auto, {', '.join(READERS)}")
+    dataset = READERS[fmt](root, files, options)
+    _check_paired(root, dataset)
+    return dataset
 
 
 # --- masks -------------------------------------------------------------------------------------

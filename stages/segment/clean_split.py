@@ -49,6 +49,7 @@ def main(cfg: DictConfig) -> None:
     shown = [((images / r.image).read_bytes(), (masks / r.mask).read_bytes()) for r in result.rows[:GRID_IMAGES]]
     mask_grid(shown, colors).save(grid, quality=90)
     Path(cfg.paths.clean_split_markdown).write_text(mask_markdown(summary, issues, grid.name))
+    log.info("%d classes (id: name): %s", len(names), ", ".join(f"{i}: {n}" for i, n in enumerate(names)))
     log.info(
         "%s masks: kept %d images, dropped %d: %s",
         dataset.format,

@@ -355,7 +355,11 @@ def test_detect_ambiguous_and_none(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / "photos").mkdir(parents=True)
     write_image(empty / "photos/x.jpg")
-    with pytest.raises(ValueError, match="no segmentation dataset found"):
+    with pytest.raises(ValueError, match="no segmentation dataset recognised") as error:
         detect_format(empty)
+    said = str(error.value)  # what was found, then each format's layout and how close it came
+    assert "photos/: 1 .jpg" in said and "first files: photos/x.jpg" in said
+    assert "voc: JPEGImages/ with SegmentationClass/ (palette PNGs); found neither folder" in said
+    assert "0 files paired (1 image in photos/; 0 label files)" in said
     with pytest.raises(ValueError, match="'png' is not one of auto"):
         read_mask_dataset(tmp_path, "png", {})
