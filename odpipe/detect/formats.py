@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import posixpath
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,7 +30,7 @@ from odpipe.core.files import key_name, name_key, scratch_db
 from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, displayed_size
 from odpipe.data.annotations import Annotation, AnnotationError, read_voc
 from odpipe.data.cleaning import Issue
-from odpipe.data.discover import CLASS_TABLES, find, is_coco, yolo_class_names
+from odpipe.data.discover import CLASS_TABLES, find, inventory, is_coco, yolo_class_names
 
 
 class AnnotationStore:
@@ -352,7 +353,27 @@ def detect_format(root: Path) -> str:
         return "csv"
     if yolo_class_names(root) is not None:
         return "yolo"
-    raise ValueError(f"{root}: cannot tell the annotation format (no VOC XML, CSV, COCO/LinkedAI JSON or YOLO txt)")
+    raise _unrecognised(root)
+
+
+def _unrecognised(root: Path) -> ValueError:
+    """The error for a folder in no format: what it holds, and what each format looks for."""
+    files = find(root, lambda name: True)
+    count = Counter(_suffix(path).lower() for path in files)
+    json_files, txt_files = count[".json"], count[".txt"]
+    expected = {
+        "voc": "Pascal VOC XML files (LabelImg's), one per image; found no .xml file",
+        "csv": "a CSV of filename,width,height,class,xmin,ymin,xmax,ymax; found no .csv file",
+        "coco": f"a COCO JSON (images, annotations, categories); {json_files} .json file(s), none COCO",
+        "linkedai": f"LinkedAI JSON exports; {json_files} .json file(s), none LinkedAI",
+        "yolo": f"YOLO .txt labels with classes.txt, labels.txt or a data.yaml's names; {txt_files} .txt file(s), "
+        "no class names",
+    }
+    looked_for = "\n".join(f"  {fmt}: {what}" for fmt, what in expected.items())
+    return ValueError(
+        f"{root}: no annotation format recognised.\nFound:\n{inventory(files)}\n"
+        f"Looked for (dataset.format):\n{looked_for}"
+    )
 
 
 def read_dataset(root: Path, fmt: str, options: Mapping) -> tuple[ImageIndex, Parsed]:

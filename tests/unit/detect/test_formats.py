@@ -129,8 +129,15 @@ def test_crowds_are_kept_as_crowds_and_non_box_entries_reported(spec, tmp_path: 
 
 def test_an_unrecognisable_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "readme.md").write_text("hello")
-    with pytest.raises(ValueError, match="cannot tell the annotation format"):
+    (tmp_path / "photos").mkdir()
+    for name in ("a.jpg", "a.txt", "b.jpg", "b.txt"):  # YOLO labels without their class names
+        (tmp_path / "photos" / name).write_text("0 0.5 0.5 0.2 0.2" if name.endswith(".txt") else "")
+    with pytest.raises(ValueError, match="no annotation format recognised") as error:
         detect_format(tmp_path)
+    said = str(error.value)  # what the folder holds, then what each format looks for and lacks
+    assert "  ./: 1 .md\n  photos/: 2 .jpg, 2 .txt\n  first files: photos/a.jpg, photos/a.txt" in said
+    assert "yolo: YOLO .txt labels with classes.txt, labels.txt or a data.yaml's names; 2 .txt file(s)" in said
+    assert "voc: Pascal VOC XML files (LabelImg's), one per image; found no .xml file" in said
 
 
 def test_real_voc_layout_with_imagesets(tmp_path: Path) -> None:
