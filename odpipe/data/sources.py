@@ -19,40 +19,45 @@ from odpipe.data.synthetic import SyntheticSpec, generate, generate_classificati
 ANNOTATION_SUFFIXES = (".xml", ".csv", ".json", ".txt", ".yaml", ".yml")
 
 
-def copy_local(src: Path, dst: Path, all_files: bool = False) -> int:
+def copy_local(src: Path, dst: Path, all_files: bool = False) -> list[dict[str, str]]:
     """Copy every image and annotation under ``src`` into ``dst``, keeping sub-folders; symbolic
-    links are followed (see :func:`odpipe.data.discover.walk`).
+    links are followed (see :func:`odpipe.data.discover.walk`). Returns the files left behind,
+    each with why (``{"file": ..., "why": ...}``), for the manifest: nothing goes missing unsaid.
 
     Other files (notes, thumbnails, .DS_Store) stay behind: they are not data. With
     ``all_files`` (classification's ``dataset.copy_all_files``) every file but hidden ones and
     OS litter is copied instead: a class folder's files are all its inputs, and cleaning reports
-    those that are no image rather than this copy leaving them behind unseen. Returns how many
-    files were copied.
+    those that are no image rather than this copy leaving them behind unseen.
     """
     if not src.is_dir():
         raise FileNotFoundError(f"dataset.path {src} is not a folder")
-    count = 0
+    left_out = []
     for rel in sorted(walk(src)):
-        if _wanted(Path(rel), all_files):
-            target = dst / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, target)  # a link's target: what it points at is the data
-            count += 1
-    if not count:
+        why = _left_out(Path(rel), all_files)
+        if why:
+            left_out.append({"file": rel, "why": why})
+            continue
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, target)  # a link's target: what it points at is the data
+    if not dst.is_dir() or not any(dst.iterdir()):
         raise FileNotFoundError(f"dataset.path {src} holds no images or annotations")
-    return count
+    return left_out
 
 
-def _wanted(rel: Path, all_files: bool) -> bool:
-    """Whether ``copy_local`` copies the file at ``rel`` (relative to its source folder)."""
-    if all_files:
-        return not any(is_hidden(part) for part in rel.parts)
-    return rel.suffix.lower() in IMAGE_SUFFIXES + ANNOTATION_SUFFIXES
+def _left_out(rel: Path, all_files: bool) -> str | None:
+    """Why ``copy_local`` leaves the file at ``rel`` (relative to its source folder) behind;
+    None when it copies it."""
+    hidden = any(is_hidden(part) for part in rel.parts)
+    if (not hidden) if all_files else rel.suffix.lower() in IMAGE_SUFFIXES + ANNOTATION_SUFFIXES:
+        return None
+    return "hidden file or OS litter" if hidden else f"not an image or annotation file ({rel.suffix or 'no extension'})"
 
 
-def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
-    """Fill ``dst`` from the configured source (downloads are kept in ``cache_dir``). An archive
-    that would unpack to more than ``dataset.max_extract_gb`` is refused before anything is written."""
+def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> list[dict[str, str]]:
+    """Fill ``dst`` from the configured source (downloads are kept in ``cache_dir``); returns the
+    files of a local folder left behind, with why. An archive that would unpack to more than
+    ``dataset.max_extract_gb`` is refused before anything is written."""
     source = dataset["source"]
     if source == "synthetic":
         generate(SyntheticSpec.from_config(dataset), dst, workers=available_cores())
@@ -62,7 +67,7 @@ def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
     elif source == "synthetic_classify":
         generate_classification(SyntheticSpec.from_config(dataset), dst, workers=available_cores())
     elif source == "local":
-        copy_local(Path(dataset["path"]).expanduser(), dst, bool(dataset.get("copy_all_files", False)))
+        return copy_local(Path(dataset["path"]).expanduser(), dst, bool(dataset.get("copy_all_files", False)))
     elif source == "archive":
         archive = fetch_archive(str(dataset["path"]), cache_dir, dataset.get("sha256"))
         extract(archive, dst, int(dataset["max_extract_gb"] * GB))
@@ -71,3 +76,4 @@ def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> None:
             f"dataset.source {source!r} is not supported; use 'synthetic', 'synthetic_segment', "
             "'synthetic_classify', 'local' or 'archive'"
         )
+    return []

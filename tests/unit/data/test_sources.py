@@ -16,8 +16,13 @@ def test_local_source_copies_images_and_annotations_only(spec, tmp_path: Path) -
     generate(spec, src / "batch1")
     (src / "notes.md").write_text("not data")
     (src / ".DS_Store").write_bytes(b"\0")
-    count = copy_local(src, tmp_path / "raw")
-    assert count == 2 * spec.num_images
+    (src / "batch1" / "LICENSE").write_text("CC-BY")
+    left_out = copy_local(src, tmp_path / "raw")  # each file left behind is named, with why
+    assert left_out == [
+        {"file": ".DS_Store", "why": "hidden file or OS litter"},
+        {"file": "batch1/LICENSE", "why": "not an image or annotation file (no extension)"},
+        {"file": "notes.md", "why": "not an image or annotation file (.md)"},
+    ]
     copied = sorted(p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*") if p.is_file())
     assert copied == sorted(
         p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and p.suffix in (".jpg", ".xml")

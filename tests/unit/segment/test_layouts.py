@@ -58,8 +58,8 @@ def test_symlinked_folders_are_followed_and_a_loop_is_reported(tmp_path: Path, c
         (linked / folder.name).symlink_to(folder, target_is_directory=True)
     os.symlink(real / "train", real / "train" / "loop")  # a folder holding a link to itself
     with caplog.at_level(logging.WARNING):
-        copied = copy_local(linked, tmp_path / "raw")
-    assert copied == len(truth) * 2
+        assert copy_local(linked, tmp_path / "raw") == []
+    assert len([p for p in (tmp_path / "raw").rglob("*") if p.is_file()]) == len(truth) * 2
     assert any("train/loop: a link to" in r.getMessage() and "it would loop" in r.getMessage() for r in caplog.records)
     dataset = read_mask_dataset(linked, "index", {"classes": list(NAMES)})
     assert sorted(p.image for p in dataset.pairs) == sorted(truth)
