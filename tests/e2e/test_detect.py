@@ -447,12 +447,12 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
         rate = exp["params"]["train"]["learning_rate"]
         (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
         assert run.info.status == "FINISHED"
-        assert run.data.params["train.learning_rate"] == str(rate)
         assert run.data.tags["mlflow.source.git.commit"] and run.data.tags[DATA_VERSION_TAG]
         losses = client.get_metric_history(run.info.run_id, "loss/total_loss")
         assert losses and max(m.step for m in losses) == num_steps  # trained to the end
         folder = tmp_path / name
         folder.mkdir()
+        # train logs the params it reads; the learning rate reaches it through pipeline.config
         config = load_pipeline(Path(client.download_artifacts(run.info.run_id, "pipeline.config", str(folder))))
         optimizer = config.train_config.optimizer
         schedule = getattr(optimizer, optimizer.WhichOneof("optimizer")).learning_rate  # the default's: cosine
