@@ -2,8 +2,8 @@
 keys the OD API's schema gives an image-level class (``image/class/label``, ``image/class/text``),
 and the train split's augmented copies.
 
-Shards, their names, the seeded order of the train split and the workers are detection's
-(:mod:`odpipe.detect.records`, :mod:`odpipe.core.parallel`): only the Example differs.
+Shards, their names, the seeded order of the train split and the workers are every task's
+(:mod:`odpipe.data.records`, :mod:`odpipe.core.parallel`): only the Example differs.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 the keys TensorFlow's own DeepLab records use (``image/segmentation/class/encoded``), and the
 train split's augmented copies, the mask moved in lockstep with the image.
 
-Shards, their names, the seeded order of the train split and the workers are detection's
-(:mod:`odpipe.detect.records`, :mod:`odpipe.core.parallel`): only the Example differs.
+Shards, their names, the seeded order of the train split and the workers are every task's
+(:mod:`odpipe.data.records`, :mod:`odpipe.core.parallel`): only the Example differs.
 """
 
 from __future__ import annotations
