@@ -122,9 +122,14 @@ def _label_folder(folders: tuple[str, ...], patterns: Sequence[re.Pattern]) -> t
     return None
 
 
+def _suffixes_of(stem: str, suffixes: Sequence[str]) -> list[str]:
+    """The label suffixes ``stem`` ends with (and is more than)."""
+    return [s for s in suffixes if stem.endswith(s) and len(stem) > len(s)]
+
+
 def _stems(stem: str, suffixes: Sequence[str]) -> list[str]:
     """The image stems a label file's stem may stand for: without a suffix, then as it is."""
-    return [stem[: -len(s)] for s in suffixes if stem.endswith(s) and len(stem) > len(s)] + [stem]
+    return [stem[: -len(s)] for s in _suffixes_of(stem, suffixes)] + [stem]
 
 
 def pair(files: Sequence[str], convention: Convention = USUAL) -> list[Pair]:
@@ -167,10 +172,7 @@ def _suffixed_labels(files: Sequence[str], suffixes: Sequence[str]) -> set[str]:
     label suffix (``x_L.png`` beside ``x.png`` anywhere), and the others with that suffix in a
     folder where it marks labels (a mask whose image is missing is still a mask)."""
     stems = Counter(_split(path)[1] for path in files)
-    marked = {
-        path: [(posixpath.dirname(path), s) for s in suffixes if _split(path)[1].endswith(s) and _split(path)[1] != s]
-        for path in files
-    }
+    marked = {path: [(posixpath.dirname(path), s) for s in _suffixes_of(_split(path)[1], suffixes)] for path in files}
     by_name = {path for path in files if any(stems[s] for s in _stems(_split(path)[1], suffixes)[:-1])}
     label_places = {place for path in by_name for place in marked[path]}
     return by_name | {path for path, places in marked.items() if label_places.intersection(places)}

@@ -426,6 +426,11 @@ def _in_folders(path: str, folders: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
+def _complete(pairs: Iterable[MaskPair]) -> int:
+    """How many pairs have both their image and their mask."""
+    return sum(1 for p in pairs if p.image and p.mask)
+
+
 def _raster_pairs(files: Sequence[str], options: Mapping) -> list[MaskPair]:
     """Image files paired with mask files by the usual layouts (:mod:`odpipe.data.pairing`), or
     by the user's ``dataset.images``, ``dataset.masks`` and ``dataset.mask_suffix``."""
@@ -439,9 +444,8 @@ def read_index(root: Path, files: Sequence[str], options: Mapping) -> MaskDatase
     pairs = _raster_pairs(files, options)
     names = _wanted(options) or tuple(yolo_class_names(root) or ())
     if not names:
-        paired = sum(1 for p in pairs if p.image and p.mask)
         raise ValueError(
-            f"{root}: {paired} images paired with masks of class ids, and nothing names the ids: index masks "
+            f"{root}: {_complete(pairs)} images paired with masks of class ids, and nothing names the ids: index masks "
             "need dataset.classes (the name of id 0 first) or a classes.txt or labels.txt (line i names id i)"
         )
     if options.get("reduce_zero_label"):
@@ -597,7 +601,7 @@ def _evidence(root: Path, files: Sequence[str], options: Mapping) -> tuple[dict[
         near["coco"] = near["labelme"] = f"{len(sniffed)} JSON file(s) read, none of either kind"
     if not found:
         pairs = _raster_pairs(files, options)
-        paired = sum(1 for p in pairs if p.image and p.mask)
+        paired = _complete(pairs)
         if paired:
             found["index"] = f"{paired} image/mask pairs"
         else:
@@ -628,7 +632,7 @@ def detect_format(root: Path, options: Mapping | None = None) -> str:
 def _check_paired(root: Path, dataset: MaskDataset) -> None:
     """Refuse a dataset in which no image found its mask: every image would be dropped, and the
     split would come out empty with the cause far upstream."""
-    if dataset.pairs and not any(p.image and p.mask for p in dataset.pairs):
+    if dataset.pairs and not _complete(dataset.pairs):
         raise ValueError(
             f"{root}: 0 of {len(dataset.pairs)} files were paired as {dataset.format}: "
             f"{describe((p.image, p.mask) for p in dataset.pairs)}. Name the folders with dataset.images "
