@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from odpipe.core.files import fresh_dir, read_jsonl, write_csv
+from odpipe.core.files import fresh_dir, read_json, read_jsonl, write_csv
 from odpipe.core.runtime import stage
 from odpipe.data.annotations import CSV_COLUMNS, annotation_from_dict, to_csv_rows, trainable
 from odpipe.data.splitting import SPLITS
@@ -15,7 +15,7 @@ from odpipe.detect.label_map import class_ids, write_label_map
 
 @stage("convert")
 def main(cfg: DictConfig) -> None:
-    classes = list(cfg.dataset.classes)
+    classes = read_json(cfg.paths.classes)["names"]  # as clean_split settled them
     out = fresh_dir(cfg.paths.convert)
     ids = class_ids(classes)
     for split in SPLITS:

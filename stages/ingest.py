@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> None:
     write_json(manifest, Path(cfg.paths.manifest))
     log.info("brought in %d files", manifest["num_files"])
     if left_out:
-        reasons = Counter(entry["why"] for entry in left_out)
+        reasons = Counter(entry["reason"] for entry in left_out)
         log.info("left out %d files, listed in %s: %s", len(left_out), cfg.paths.manifest, dict(reasons))
 
 

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from odpipe.core.files import is_hidden
-from odpipe.data.splitting import SPLITS
+from odpipe.data.splitting import SPLIT_WORDS, SPLITS
 
 LAYOUTS = ("folders", "split_folders", "csv")
-SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 CSV_COLUMNS = ("filename", "label")  # required; ``split`` is optional
 
 
@@ -100,7 +99,7 @@ def dataset_folder(root: Path) -> Path:
     folder = root
     while True:
         inner = _folders(folder)
-        if len(inner) != 1 or inner[0].lower() in SPLIT_FOLDERS or _labelled_csvs(folder):
+        if len(inner) != 1 or inner[0].lower() in SPLIT_WORDS or _labelled_csvs(folder):
             return folder
         candidate = folder / inner[0]
         if not _folders(candidate) and not _labelled_csvs(candidate):
@@ -157,7 +156,7 @@ def _read_split_folders(root: Path, folder: Path) -> tuple[list[str], list[Label
     """Each split folder's class folders; every split must have train's classes."""
     splits: dict[str, str] = {}
     for name in _folders(folder):
-        split = SPLIT_FOLDERS.get(name.lower())
+        split = SPLIT_WORDS.get(name.lower())
         if split is None:
             raise ValueError(f"{folder / name}: not a split folder (train, val, validation, valid or test)")
         if split in splits:
@@ -217,7 +216,7 @@ def _csv_image(row: dict[str, str | None], base: str, where: str) -> LabelledIma
         raise ValueError(f"{where}: empty filename")
     if not label:
         raise ValueError(f"{where}: empty label for {filename}")
-    split = SPLIT_FOLDERS.get(written.lower()) if written else None
+    split = SPLIT_WORDS.get(written.lower()) if written else None
     if written and split is None:
         raise ValueError(f"{where}: split {written!r} is not one of train, val, test (or empty)")
     path = posixpath.normpath(posixpath.join(base, filename.replace("\\", "/")))

@@ -36,6 +36,10 @@ def write_json(data: dict, path: Path | str) -> None:
     write_text_atomic(json.dumps(data, indent=2, sort_keys=True) + "\n", path)
 
 
+def read_json(path: Path | str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
 def write_jsonl(rows: Iterable[dict], path: Path | str) -> None:
     """One JSON object per line, streamed to a temporary file and renamed into place."""
     write_lines((jsonl_line(row) for row in rows), path)

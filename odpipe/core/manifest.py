@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 
@@ -31,3 +32,8 @@ def folder_digest(root: Path) -> str:
     for entry in build_manifest(root, {})["files"]:
         digest.update(f"{entry['file']}\0{entry['sha256']}\n".encode())
     return digest.hexdigest()
+
+
+def left_out(manifest: Path) -> list[dict[str, str]]:
+    """The files of the source that ingest did not bring in, with why (``{file, reason, why}``)."""
+    return json.loads(manifest.read_text()).get("left_out", [])

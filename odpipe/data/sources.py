@@ -11,6 +11,7 @@ from pathlib import Path
 from odpipe.core.files import is_hidden
 from odpipe.core.images import IMAGE_SUFFIXES
 from odpipe.core.parallel import available_cores
+from odpipe.data.cleaning import NOT_INPUT
 from odpipe.data.discover import walk
 from odpipe.data.download import GB, extract, fetch_archive
 from odpipe.data.synthetic import SyntheticSpec, generate, generate_classification, generate_segmentation
@@ -22,7 +23,8 @@ ANNOTATION_SUFFIXES = (".xml", ".csv", ".json", ".txt", ".yaml", ".yml")
 def copy_local(src: Path, dst: Path, all_files: bool = False) -> list[dict[str, str]]:
     """Copy every image and annotation under ``src`` into ``dst``, keeping sub-folders; symbolic
     links are followed (see :func:`odpipe.data.discover.walk`). Returns the files left behind,
-    each with why (``{"file": ..., "why": ...}``), for the manifest: nothing goes missing unsaid.
+    each with a reason code and why (``{"file", "reason", "why"}``, the codes of
+    :data:`odpipe.data.cleaning.NOT_INPUT`), for the manifest: nothing goes missing unsaid.
 
     Other files (notes, thumbnails, .DS_Store) stay behind: they are not data. With
     ``all_files`` (classification's ``dataset.copy_all_files``) every file but hidden ones and
@@ -35,7 +37,7 @@ def copy_local(src: Path, dst: Path, all_files: bool = False) -> list[dict[str, 
     for rel in sorted(walk(src)):
         why = _left_out(Path(rel), all_files)
         if why:
-            left_out.append({"file": rel, "why": why})
+            left_out.append({"file": rel, **why})
             continue
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -45,13 +47,15 @@ def copy_local(src: Path, dst: Path, all_files: bool = False) -> list[dict[str, 
     return left_out
 
 
-def _left_out(rel: Path, all_files: bool) -> str | None:
-    """Why ``copy_local`` leaves the file at ``rel`` (relative to its source folder) behind;
-    None when it copies it."""
+def _left_out(rel: Path, all_files: bool) -> dict[str, str] | None:
+    """Why ``copy_local`` leaves the file at ``rel`` (relative to its source folder) behind
+    (reason code and words); None when it copies it."""
     hidden = any(is_hidden(part) for part in rel.parts)
     if (not hidden) if all_files else rel.suffix.lower() in IMAGE_SUFFIXES + ANNOTATION_SUFFIXES:
         return None
-    return "hidden file or OS litter" if hidden else f"not an image or annotation file ({rel.suffix or 'no extension'})"
+    if hidden:
+        return {"reason": "os_litter", "why": NOT_INPUT["os_litter"]}
+    return {"reason": "not_data", "why": f"{NOT_INPUT['not_data']} ({rel.suffix or 'no extension'})"}
 
 
 def ingest(dataset: Mapping, dst: Path, cache_dir: Path) -> list[dict[str, str]]:

@@ -27,6 +27,24 @@ from pathlib import PurePosixPath
 SPLITS = ("train", "val", "test")
 
 
+SPLIT_WORDS = {
+    "train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+SPLIT_TOKEN = re.compile(r"([a-z]+)\d*")  # "train2017" names the train split
+
+
+def folder_split(parts: Iterable[str]) -> str | None:
+    """The split that path parts name (``train``, ``images_val``, ``train2017``, ``valid``), the
+    last one naming any; None when none does."""
+    for part in reversed(list(parts)):
+        for token in reversed(re.split(r"[_\-. ]", part.lower())):
+            word = SPLIT_TOKEN.fullmatch(token)
+            if word and word.group(1) in SPLIT_WORDS:
+                return SPLIT_WORDS[word.group(1)]
+    return None
+
+
 def unit_hash(seed: int, key: str) -> float:
     """A number in [0, 1) fixed by the seed and the key."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
@@ -177,12 +195,33 @@ def pins_from_lists(
 
 
 def listed_split(listed: str, key: str, ratios: Mapping[str, float], seed: int) -> str:
-    """The split a list pins an image of group ``key`` to: a ``trainval`` one goes to train or
-    val by the hash of its group, in the configured train:val proportion, so that images of one
-    group listed in trainval go together."""
-    if listed != "trainval":
-        return listed
-    return assign_split(unit_hash(seed, key), {"train": ratios["train"], "val": ratios["val"], "test": 0.0})
+    """The split a list pins an image of group ``key`` to. A list of several splits
+    (``trainval``, or ``train+test`` from :func:`carve_missing`) sends it to one of them by the
+    hash of its group, in the configured proportion among them, so that a group goes together."""
+    choices = listed_choices(listed)
+    if len(choices) == 1:
+        return choices[0]
+    return assign_split(unit_hash(seed, key), {s: ratios[s] if s in choices else 0.0 for s in SPLITS})
+
+
+def listed_choices(listed: str) -> tuple[str, ...]:
+    return ("train", "val") if listed == "trainval" else tuple(listed.split("+"))
+
+
+def carve_missing(lists: Mapping[str, str], ratios: Mapping[str, float]) -> tuple[dict[str, str], list[str]]:
+    """Pre-made splits that name no image of a split the ratios give a share (COCO's
+    ``train2017`` and ``val2017``, no test): that split is carved from the images listed for
+    train, in the ratios' proportion, rather than coming out empty. The lists as pins, and the
+    splits carved."""
+    named = {split for listed in lists.values() for split in listed_choices(listed)}
+    missing = [s for s in SPLITS if ratios[s] > 0 and s not in named]
+    if not lists or not missing or "train" not in named:
+        return dict(lists), []
+    wider = {
+        listed: "+".join(sorted({*listed_choices(listed), *missing}, key=SPLITS.index))
+        for listed in ("train", "trainval")
+    }
+    return {image: wider.get(listed, listed) for image, listed in lists.items()}, missing
 
 
 LabelledImages = Sequence[tuple[str, str, frozenset[int]]]

@@ -28,7 +28,8 @@ from odpipe.core.images import (
 )
 from odpipe.core.parallel import Workers
 from odpipe.data.annotations import Annotation
-from odpipe.data.cleaning import FirstCopies, Inspected, Issue
+from odpipe.data.cleaning import FirstCopies, Inspected, Issue, Ledger
+from odpipe.data.discover import walk
 from odpipe.data.splitting import missing_classes
 from odpipe.detect.formats import ImageIndex, Parsed, read_dataset
 from odpipe.detect.split_files import Sample, SplitTally
@@ -55,6 +56,19 @@ class ClassRules:
                 raise ValueError(f"{where}: class {label!r} is not in dataset.classes {list(self.classes)}")
             return None, Issue(where, "unknown_class", f"box of class {label!r} dropped")
         return label, None
+
+
+def class_names(configured: Sequence[str] | None, parsed: Parsed, rules: ClassRules) -> list[str]:
+    """``dataset.classes`` when set; else the classes the dataset names (COCO's categories and a
+    YOLO class table in their order, labels found in boxes sorted), renamed by ``class_map``,
+    ignored ones left out."""
+    if configured:
+        return list(configured)
+    renamed = (rules.rename.get(name, name) for name in parsed.names or ())
+    names = list(dict.fromkeys(name for name in renamed if name and name not in rules.ignore))
+    if not names:
+        raise ValueError(f"no class names found in the {parsed.format} annotations: set dataset.classes")
+    return names
 
 
 @dataclass(frozen=True)
@@ -347,11 +361,47 @@ def issues_as_dicts(result: CleanResult) -> dict[str, list[dict]]:
     return {key: [asdict(i) for i in getattr(result, key)] for key in ("dropped", "unused", "fixed")}
 
 
-def report(result: CleanResult, tally: SplitTally, classes: Sequence[str]) -> dict:
-    """Counts for DVC metrics: what came in, what was dropped or fixed and why, the images,
-    boxes and boxes per class of each split, the classes a split lacks, how many images the
-    group pattern matched, and box sizes in COCO's buckets."""
+def account(
+    root: Path, index: ImageIndex, parsed: Parsed, dropped: Sequence[Issue], left_out: Sequence[Mapping] = ()
+) -> tuple[dict, list[Issue]]:
+    """Where every file under ``root`` (and each one ingest ``left_out``) ended, as
+    :meth:`Ledger.close` gives it: an image kept or dropped; an annotation file kept when an
+    image it annotates is, else dropped for its image's reason or its own; the class tables
+    and split lists read, and anything no reader read, as not inputs."""
+    ledger = Ledger(walk(root), left_out)
+    drops = {issue.file: issue for issue in dropped}
+    for image in index.paths:
+        if image in drops:
+            ledger.dropped(image, drops[image].reason, drops[image].detail)
+        else:
+            ledger.kept(image)
+    images_of: dict[str, list[str]] = {}
+    for source, image in parsed.annotations.sources():
+        images_of.setdefault(source, []).append(image)
+    for source, images in images_of.items():
+        if any(image not in drops for image in images):
+            ledger.kept(source)
+        else:
+            first = drops[images[0]]
+            ledger.dropped(source, first.reason, f"its image {first.file}: {first.detail}")
+    for source, reason in parsed.read.items():
+        if reason:
+            ledger.dropped(source, reason, "nothing in it could be used: see unused in issues.json")
+        else:
+            ledger.kept(source)  # its rows went to images another file annotated first
+    for file, code in parsed.tables.items():
+        ledger.not_input(file, code)
+    return ledger.close(f"not read as {parsed.format}")
+
+
+def report(result: CleanResult, tally: SplitTally, classes: Sequence[str], *, files: Mapping, fmt: str) -> dict:
+    """Counts for DVC metrics: the format read, where every file went (``files``, from
+    :func:`account`), what was dropped or fixed and why, the images, boxes and boxes per class
+    of each split, the classes a split lacks, how many images the group pattern matched, and
+    box sizes in COCO's buckets."""
     return {
+        "format": fmt,
+        "files": dict(files),
         "group_pattern_matches": tally.group_pattern_matches,
         "classes_missing": missing_classes(tally.boxes_per_class, tally.images),
         "classes": list(classes),

@@ -30,7 +30,9 @@ from odpipe.core.files import key_name, name_key, scratch_db
 from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, displayed_size
 from odpipe.data.annotations import Annotation, AnnotationError, read_voc
 from odpipe.data.cleaning import Issue
-from odpipe.data.discover import CLASS_TABLES, find, inventory, is_coco, yolo_class_names
+from odpipe.data.discover import CLASS_TABLES, class_file, find, inventory, is_coco, split_entries
+from odpipe.data.pairing import Convention, pair
+from odpipe.data.splitting import folder_split
 
 
 class AnnotationStore:
@@ -40,12 +42,20 @@ class AnnotationStore:
 
     def __init__(self) -> None:
         self._db = scratch_db()
-        self._db.execute("CREATE TABLE annotation (image BLOB PRIMARY KEY, width INT, height INT, data BLOB)")
+        self._db.execute(
+            "CREATE TABLE annotation (image BLOB PRIMARY KEY, width INT, height INT, data BLOB, source BLOB)"
+        )
 
-    def __setitem__(self, image: str, annotation: Annotation) -> None:
+    def add(self, image: str, annotation: Annotation, source: str) -> None:
+        """``image``'s annotation, read from the file ``source``."""
         data = pickle.dumps(annotation, pickle.HIGHEST_PROTOCOL)
-        row = (name_key(image), annotation.width, annotation.height, data)
-        self._db.execute("INSERT OR REPLACE INTO annotation VALUES (?, ?, ?, ?)", row)
+        row = (name_key(image), annotation.width, annotation.height, data, name_key(source))
+        self._db.execute("INSERT OR REPLACE INTO annotation VALUES (?, ?, ?, ?, ?)", row)
+
+    def sources(self) -> Iterator[tuple[str, str]]:
+        """(annotation file, image) of every annotation, in the order they were added."""
+        for source, image in self._db.execute("SELECT source, image FROM annotation ORDER BY rowid"):
+            yield key_name(source), key_name(image)
 
     def size(self, image: str) -> tuple[int, int] | None:
         """The size the image's annotation claims (0 when unknown), without unpickling it;
@@ -71,9 +81,25 @@ class AnnotationStore:
 
 @dataclass
 class Parsed:
+    """What a reader made of a dataset folder: the annotations, what it could not use, and
+    which files it read (for the cleaning report's account of every file)."""
+
+    format: str = ""
     annotations: AnnotationStore = field(default_factory=AnnotationStore)
     issues: list[Issue] = field(default_factory=list)  # annotation files or entries not used
     box_issues: list[Issue] = field(default_factory=list)  # boxes not used, their image kept
+    read: dict[str, str] = field(default_factory=dict)  # annotation file -> "" when used, else why not
+    tables: dict[str, str] = field(default_factory=dict)  # other files read -> NOT_INPUT code (class_table, ...)
+    names: list[str] | None = None  # the classes the dataset declares, in its order (COCO, YOLO)
+
+    def record(self, image: str, annotation: Annotation, source: str) -> None:
+        self.annotations.add(image, annotation, source)
+        self.read[source] = ""
+
+    def unused(self, source: str, reason: str) -> None:
+        """Something of annotation file ``source`` could not be used: unless some other part of
+        it was, ``reason`` is the file's own."""
+        self.read.setdefault(source, reason)
 
 
 def _suffix(name: str) -> str:
@@ -130,31 +156,45 @@ def _add(parsed: Parsed, image: str | None, annotation: Annotation, source: str)
     """Record an annotation for ``image``, or say why it cannot be used."""
     if image is None:
         parsed.issues.append(Issue(source, "image_missing", f"no image found for {annotation.filename!r}"))
+        parsed.unused(source, "image_missing")
     elif image in parsed.annotations:
         parsed.issues.append(Issue(source, "annotation_duplicate", f"{image} is already annotated elsewhere"))
+        parsed.unused(source, "annotation_duplicate")
     else:
-        parsed.annotations[image] = Annotation(image, annotation.width, annotation.height, annotation.boxes)
+        parsed.record(image, Annotation(image, annotation.width, annotation.height, annotation.boxes), source)
 
 
 def read_voc_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     """LabelImg folders (XML next to the image) and the VOC layout (Annotations/ + JPEGImages/)."""
     parsed = Parsed()
+    partner = _label_images(root, index, options)
     for source in find(root, lambda name: name.endswith(".xml")):
-        image = index.by_stem(_stem(posixpath.basename(source)), near=source)
+        image = partner.get(source) or index.by_stem(_stem(posixpath.basename(source)), near=source)
         try:
             annotation = read_voc(root / source)
         except AnnotationError as err:
             parsed.issues.append(Issue(image or source, "annotation_invalid", str(err)))
+            parsed.unused(source, "annotation_invalid")
             continue
         if not annotation.width or not annotation.height:
             parsed.box_issues.append(Issue(source, "size_missing", "no <size> (or 0x0): the image's own size is used"))
-        if image is None or posixpath.dirname(image) != posixpath.dirname(source):
+        if source not in partner and (image is None or posixpath.dirname(image) != posixpath.dirname(source)):
             image = index.resolve(annotation.filename, near=source) or image
         _add(parsed, image, annotation, source)
     return parsed
 
 
 CSV_FIELDS = ("filename", "width", "height", "xmin", "ymin", "xmax", "ymax", "class")
+
+
+def _label_images(root: Path, index: ImageIndex, options: Mapping) -> dict[str, str]:
+    """Label file -> image, paired by the folders the user named (``dataset.images`` and
+    ``dataset.labels``); empty without them, each reader then finding images by name."""
+    if not options.get("images") and not options.get("labels"):
+        return {}
+    labels = find(root, lambda name: _suffix(name).lower() in (".xml", ".txt"))
+    convention = Convention.from_options(options.get("images"), options.get("labels"), ())
+    return {label: image for image, label in pair([*index.paths, *labels], convention) if image and label}
 
 
 def read_csv_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
@@ -164,8 +204,9 @@ def read_csv_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     parsed = Parsed()
     grouped: dict[str, list[Box]] = {}
     sizes: dict[str, tuple[int, int]] = {}
-    for path in sorted(root.rglob("*.csv")):
-        source = _rel(path, root)
+    first_source: dict[str, str] = {}
+    for source in find(root, lambda name: name.endswith(".csv")):
+        path = root / source
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             missing = [
@@ -175,6 +216,7 @@ def read_csv_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
             ]
             if missing:
                 parsed.issues.append(Issue(source, "annotation_invalid", f"{source}: no column(s) {missing}"))
+                parsed.unused(source, "annotation_invalid")
                 continue
             for line, row in enumerate(reader, start=2):
                 where = f"{source}:{line}"
@@ -185,31 +227,36 @@ def read_csv_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
                     )
                 except (TypeError, ValueError) as err:
                     parsed.issues.append(Issue(where, "annotation_invalid", f"{where}: bad box ({err})"))
+                    parsed.unused(source, "annotation_invalid")
                     continue
                 image = index.resolve(row[columns["filename"]], near=source)
                 if image is None:
                     parsed.issues.append(
                         Issue(where, "image_missing", f"no image found for {row[columns['filename']]!r}")
                     )
+                    parsed.unused(source, "image_missing")
                     continue
                 grouped.setdefault(image, []).append(box)
+                first_source.setdefault(image, source)
+                parsed.read[source] = ""
                 if row.get(columns["width"]) and row.get(columns["height"]):
                     sizes[image] = (int(float(row[columns["width"]])), int(float(row[columns["height"]])))
+        parsed.unused(source, "annotation_empty")  # unless a row of it was used
     for image, boxes in grouped.items():
         width, height = sizes.get(image, (0, 0))
-        parsed.annotations[image] = Annotation(image, width, height, tuple(boxes))
+        parsed.record(image, Annotation(image, width, height, tuple(boxes)), first_source[image])
     return parsed
 
 
 def _json_documents(root: Path, parsed: Parsed, is_kind: Callable[[object], bool]) -> Iterator[tuple[str, Any]]:
     """(relative path, content) of every JSON file under ``root`` that ``is_kind`` accepts;
     a file that is not JSON at all is reported as ``annotation_invalid``."""
-    for path in sorted(root.rglob("*.json")):
-        source = _rel(path, root)
+    for source in find(root, lambda name: name.endswith(".json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = json.loads((root / source).read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             parsed.issues.append(Issue(source, "annotation_invalid", f"{source}: not JSON ({err})"))
+            parsed.unused(source, "annotation_invalid")
             continue
         if is_kind(data):
             yield source, data
@@ -225,10 +272,14 @@ def is_linkedai(data) -> bool:
 
 def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed:
     """COCO detection JSON: ``bbox`` is x, y, w, h in 0-based pixels. ``iscrowd`` regions
-    are kept as crowd boxes: never trained on, ignored by evaluation as COCO's protocol does."""
-    parsed = Parsed()
+    are kept as crowd boxes: never trained on, ignored by evaluation as COCO's protocol does.
+    The classes are the categories some annotation uses, in id order: Roboflow's exports
+    declare the project itself as category 0, which no box has."""
+    parsed = Parsed(names=[])
     for source, data in _json_documents(root, parsed, is_coco):
         names = {c["id"]: str(c["name"]) for c in data["categories"]}
+        used = {ann.get("category_id") for ann in data["annotations"]}
+        parsed.names += [names[i] for i in sorted(names) if i in used and names[i] not in parsed.names]
         boxes: dict[int, list[Box]] = {}
         for ann in data["annotations"]:
             image_id = ann.get("image_id")
@@ -239,6 +290,7 @@ def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
                 parsed.issues.append(
                     Issue(f"{source}#{ann.get('id')}", "annotation_invalid", f"bad annotation ({err!r})")
                 )
+                parsed.unused(source, "annotation_invalid")
                 continue
             boxes.setdefault(image_id, []).append(Box(label, x, y, x + w, y + h, crowd=bool(ann.get("iscrowd"))))
         for image in data["images"]:
@@ -249,6 +301,7 @@ def read_coco_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
                 tuple(boxes.get(image["id"], ())),
             )
             _add(parsed, index.resolve(annotation.filename, near=source), annotation, source)
+        parsed.unused(source, "annotation_empty")  # unless an image of it was used
     return parsed
 
 
@@ -274,6 +327,7 @@ def read_linkedai_dataset(root: Path, index: ImageIndex, options: Mapping) -> Pa
                     parsed.issues.append(
                         Issue(f"{source}:{entry['image']}", "annotation_invalid", f"bad tag ({err!r})")
                     )
+                    parsed.unused(source, "annotation_invalid")
             annotation = Annotation(
                 str(entry["image"]),
                 int(float(entry.get("width") or 0)),
@@ -281,6 +335,7 @@ def read_linkedai_dataset(root: Path, index: ImageIndex, options: Mapping) -> Pa
                 tuple(boxes),
             )
             _add(parsed, index.resolve(annotation.filename, near=source), annotation, source)
+        parsed.unused(source, "annotation_empty")  # unless an image of it was used
     return parsed
 
 
@@ -288,20 +343,23 @@ def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
     """YOLO txt: ``class cx cy w h`` normalised, one file per image (next to it or in a
     parallel ``labels/`` folder). Box pixels need the image's size as displayed, EXIF rotation
     applied (as Ultralytics reads it), taken from the file's header."""
-    parsed = Parsed()
-    names = yolo_class_names(root)
-    if names is None:
-        parsed.issues.append(
-            Issue(".", "annotation_invalid", f"{root}: YOLO labels need classes.txt, labels.txt or data.yaml names")
-        )
-        return parsed
-    for path in sorted(root.rglob("*.txt")):
-        if path.name in CLASS_TABLES or path.parent.name == "Main":
+    table = class_file(root)
+    if table is None:
+        raise ValueError(f"{root}: YOLO labels need class names: a classes.txt, labels.txt or a dataset YAML's names")
+    parsed = Parsed(names=table.names, tables={table.file: "class_table"})
+    names = table.names
+    partner = _label_images(root, index, options)
+    lists = set(split_entries(root, table, index.paths)[1])
+    for source in find(root, lambda name: name.endswith(".txt")):
+        path = root / source
+        if source in lists or source == table.file or path.name in CLASS_TABLES or path.parent.name == "Main":
             continue
-        source = _rel(path, root)
-        image = index.by_stem(path.stem, near=source.replace("labels/", "images/"))
+        image = partner.get(source) or index.by_stem(path.stem, near=source.replace("labels/", "images/"))
+        if image is None and not _yolo_lines(path.read_text(errors="replace")):
+            continue  # a README.txt or notes: not a label file, the report says so
         if image is None:
             parsed.issues.append(Issue(source, "image_missing", f"no image named {path.stem}.*"))
+            parsed.unused(source, "image_missing")
             continue
         try:
             width, height = displayed_size(root / image)
@@ -319,12 +377,24 @@ def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
                 parsed.issues.append(
                     Issue(f"{source}:{line_no}", "annotation_invalid", f"bad YOLO line {line!r} ({err})")
                 )
+                parsed.unused(source, "annotation_invalid")
                 continue
             boxes.append(
                 Box(label, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
             )
         _add(parsed, image, Annotation(image, width, height, tuple(boxes)), source)
     return parsed
+
+
+def _yolo_lines(text: str) -> bool:
+    """Whether a text reads as YOLO labels (empty, or lines of five numbers or more)."""
+    for line in text.splitlines():
+        try:
+            if line.strip() and len([float(v) for v in line.split()]) < 5:
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 READERS: dict[str, Callable[[Path, ImageIndex, Mapping], Parsed]] = {
@@ -351,7 +421,7 @@ def detect_format(root: Path) -> str:
         return "voc"
     if any(root.rglob("*.csv")):
         return "csv"
-    if yolo_class_names(root) is not None:
+    if class_file(root) is not None:
         return "yolo"
     raise _unrecognised(root)
 
@@ -366,7 +436,7 @@ def _unrecognised(root: Path) -> ValueError:
         "csv": "a CSV of filename,width,height,class,xmin,ymin,xmax,ymax; found no .csv file",
         "coco": f"a COCO JSON (images, annotations, categories); {json_files} .json file(s), none COCO",
         "linkedai": f"LinkedAI JSON exports; {json_files} .json file(s), none LinkedAI",
-        "yolo": f"YOLO .txt labels with classes.txt, labels.txt or a data.yaml's names; {txt_files} .txt file(s), "
+        "yolo": f"YOLO .txt labels with classes.txt, labels.txt or a dataset YAML's names; {txt_files} .txt file(s), "
         "no class names",
     }
     looked_for = "\n".join(f"  {fmt}: {what}" for fmt, what in expected.items())
@@ -382,17 +452,39 @@ def read_dataset(root: Path, fmt: str, options: Mapping) -> tuple[ImageIndex, Pa
     if fmt not in READERS:
         raise ValueError(f"dataset.format {fmt!r} is not one of auto, {', '.join(READERS)}")
     index = ImageIndex(root)
-    return index, READERS[fmt](root, index, options)
+    parsed = READERS[fmt](root, index, options)
+    parsed.format = fmt
+    if parsed.names is None:  # named in the boxes alone: sorted, for an order that does not depend on file order
+        parsed.names = sorted({box.label for _, annotation in parsed.annotations.items() for box in annotation.boxes})
+    return index, parsed
 
 
 VOC_LISTS = ("train", "val", "trainval", "test")
 
 
-def voc_imagesets(root: Path, index: ImageIndex) -> dict[str, str]:
-    """Image name -> list name from VOC's ``ImageSets/Main/{train,val,trainval,test}.txt``."""
+def split_lists(root: Path, index: ImageIndex, parsed: Parsed) -> dict[str, str]:
+    """Image -> split (or ``trainval``) of the splits the dataset comes with: VOC ImageSets
+    lists, an Ultralytics YAML's ``train``/``val``/``test``, then split folders (``train/``,
+    ``valid/``, ``val2017/``); the list files read go to ``parsed.tables``."""
+    listed = voc_imagesets(root, index, parsed.tables)
+    table = class_file(root)
+    if table is not None and table.splits:
+        named, read = split_entries(root, table, index.paths)
+        listed = {image: named[image] for image in index.paths if image in named} | listed
+        parsed.tables |= {file: "split_list" for file in read}
+        parsed.tables.setdefault(table.file, "split_list")
+    folders = {image: split for image in index.paths if (split := folder_split(image.split("/")[:-1]))}
+    return folders | listed
+
+
+def voc_imagesets(root: Path, index: ImageIndex, read: dict[str, str] | None = None) -> dict[str, str]:
+    """Image name -> list name from VOC's ``ImageSets/Main/{train,val,trainval,test}.txt``;
+    each list file read goes into ``read`` (as a ``split_list``)."""
     listed: dict[str, str] = {}
     for list_name in VOC_LISTS:
         for path in sorted(root.rglob(f"ImageSets/Main/{list_name}.txt")):
+            if read is not None:
+                read[_rel(path, root)] = "split_list"
             for image_id in path.read_text().split():
                 image = index.by_stem(image_id, near=_rel(path.parents[2] / "JPEGImages" / "x", root))
                 if image is not None and image not in listed:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from odpipe.core.boxes import SIZE_BUCKETS, size_bucket
 from odpipe.data.annotations import Annotation
-from odpipe.data.cleaning import count_table, decisions
+from odpipe.data.cleaning import count_table, decisions, files_table
 
 
 def box_sizes(annotations: Sequence[Annotation]) -> dict[str, int]:
@@ -27,6 +27,9 @@ def markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_nam
         "",
         f"{summary['images_in']} images in: {summary['kept']} kept, {summary['dropped']} dropped.",
         "",
+        f"Read as {summary['format']}; classes: {', '.join(summary['classes'])}.",
+        "",
+        *files_table(summary["files"]),
         *count_table(("reason", "images dropped"), summary["dropped_by_reason"], "No image was dropped."),
         *count_table(("change", "count"), changes, "Nothing was changed."),
         "| split | images | boxes | " + " | ".join(summary["classes"]) + " |",

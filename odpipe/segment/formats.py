@@ -45,7 +45,6 @@ import json
 import math
 import os
 import posixpath
-import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
@@ -57,9 +56,10 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
 from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, ImageTooLargeError
-from odpipe.data.discover import find, inventory, is_coco, yolo_class_names
+from odpipe.data.discover import class_file, find, inventory, is_coco
 from odpipe.data.index_masks import PALETTE, VOID, Colour
 from odpipe.data.pairing import Convention, describe, pair
+from odpipe.data.splitting import folder_split
 
 Key = int | tuple[int, int, int] | str  # a value, a colour or a label as the dataset's files write it
 
@@ -79,11 +79,6 @@ CITYSCAPES = (
     ("motorcycle", 32, (0, 0, 230)), ("bicycle", 33, (119, 11, 32)),
 )  # fmt: skip
 BACKGROUND_NAMES = {"background", "_background_", "bg"}
-SPLIT_WORDS = {
-    "train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-    "test": "test", "testing": "test",
-}  # fmt: skip
-SPLIT_TOKEN = re.compile(r"([a-z]+)\d*")  # "train2017" names the train split
 VALUE_MODES = {"1", "L", "P", "I", "I;16", "I;16B", "I;16L"}  # modes whose pixels are ids, not colours
 VALUE_FORMATS = {"voc", "index", "cityscapes"}
 # A colour mask with this many distinct colours close to (but not exactly) class colours has
@@ -185,19 +180,8 @@ def _without_ext(path: str) -> str:
     return posixpath.splitext(path)[0]
 
 
-def _split_named(parts: Iterable[str]) -> str | None:
-    """The split that path parts name (``train``, ``images_val``, ``train2017``), the last one
-    naming any; None when none does."""
-    for part in reversed(list(parts)):
-        for token in reversed(re.split(r"[_\-. ]", part.lower())):
-            word = SPLIT_TOKEN.fullmatch(token)
-            if word and word.group(1) in SPLIT_WORDS:
-                return SPLIT_WORDS[word.group(1)]
-    return None
-
-
 def _folder_splits(pairs: Iterable[MaskPair]) -> dict[str, str]:
-    return {p.image: s for p in pairs if p.image and (s := _split_named(p.image.split("/")[:-1]))}
+    return {p.image: s for p in pairs if p.image and (s := folder_split(p.image.split("/")[:-1]))}
 
 
 def _sorted(pairs: Iterable[MaskPair]) -> list[MaskPair]:
@@ -442,7 +426,8 @@ def read_index(root: Path, files: Sequence[str], options: Mapping) -> MaskDatase
     """Masks of class ids: names from ``dataset.classes``, else ``classes.txt``/``labels.txt`` (or a YOLO
     ``data.yaml``'s names, read the same way as for detection)."""
     pairs = _raster_pairs(files, options)
-    names = _wanted(options) or tuple(yolo_class_names(root) or ())
+    table = class_file(root)
+    names = _wanted(options) or tuple(table.names if table else ())
     if not names:
         raise ValueError(
             f"{root}: {_complete(pairs)} images paired with masks of class ids, and nothing names the ids: index masks "
@@ -495,7 +480,7 @@ def read_coco(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset
         data = _json(root / source)
         if not is_coco(data):
             continue
-        named = _split_named(_without_ext(source).split("/"))
+        named = folder_split(_without_ext(source).split("/"))
         try:
             categories |= dict.fromkeys(str(c["name"]) for c in data["categories"])
             entries = [(str(entry["file_name"]).replace("\\", "/"), str(entry["id"])) for entry in data["images"]]
@@ -504,7 +489,7 @@ def read_coco(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset
         for name, image_id in entries:
             image = name if name in known else _one(by_name, name, source)
             pairs.append(MaskPair(image, source, image_id))
-            if image and (split := named or _split_named(image.split("/")[:-1])):
+            if image and (split := named or folder_split(image.split("/")[:-1])):
                 splits[image] = split
     return _drawn("coco", images, pairs, categories, splits, options)
 

@@ -57,9 +57,10 @@ def prepare(video: Mapping, classes: Sequence[str], dst: Path) -> None:
     """Fill the empty folder ``dst`` from the configured source and describe it in source.json."""
     source = video["source"]
     described: dict = {"source": source}
-    if source == "synthetic" and not set(classes) <= set(SHAPES):
-        # The built-in video shows the built-in shapes: a model of dates and figs has nothing to
-        # find in it. Not an error: the dataset changed, the video setting stayed the default.
+    if source == "synthetic" and not (classes and set(classes) <= set(SHAPES)):
+        # The built-in video shows the built-in shapes: a model of dates and figs (or of classes
+        # the data names, unknown here) has nothing to find in it. Not an error: the dataset
+        # changed, the video setting stayed the default.
         log.warning(
             "video=synthetic shows the built-in shapes %s, not dataset.classes %s: nothing to track "
             "(point video=local at a video of yours)",

@@ -19,9 +19,9 @@ def test_local_source_copies_images_and_annotations_only(spec, tmp_path: Path) -
     (src / "batch1" / "LICENSE").write_text("CC-BY")
     left_out = copy_local(src, tmp_path / "raw")  # each file left behind is named, with why
     assert left_out == [
-        {"file": ".DS_Store", "why": "hidden file or OS litter"},
-        {"file": "batch1/LICENSE", "why": "not an image or annotation file (no extension)"},
-        {"file": "notes.md", "why": "not an image or annotation file (.md)"},
+        {"file": ".DS_Store", "reason": "os_litter", "why": "hidden file or OS litter"},
+        {"file": "batch1/LICENSE", "reason": "not_data", "why": "not an image or annotation file (no extension)"},
+        {"file": "notes.md", "reason": "not_data", "why": "not an image or annotation file (.md)"},
     ]
     copied = sorted(p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*") if p.is_file())
     assert copied == sorted(

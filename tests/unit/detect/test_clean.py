@@ -16,7 +16,8 @@ from PIL import Image
 from odpipe.core.boxes import Box
 from odpipe.data.annotations import Annotation, read_voc, write_voc
 from odpipe.data.synthetic import generate
-from odpipe.detect.clean import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report
+from odpipe.detect.clean import ClassRules, CleanPolicy, account, clean_folder, issues_as_dicts, report
+from odpipe.detect.formats import read_dataset
 from odpipe.detect.split_files import SplitTally
 from tests.conftest import CLASSES
 
@@ -110,8 +111,34 @@ def test_every_image_is_kept_or_dropped_exactly_once(corpus) -> None:
     tally = SplitTally()
     for sample in result.kept:
         tally.add("train", sample.annotation)
-    summary = report(result, tally, CLASSES)
+    summary = report(result, tally, CLASSES, files={}, fmt="voc")
     assert summary["images_in"] == len(images) == summary["kept"] + summary["dropped"]
+
+
+def test_every_file_ends_in_one_place_with_its_reason(corpus) -> None:
+    """Images, their XML (following their image, or dropped for their own fault), a file no
+    reader reads and one ingest left behind: the places add up to every file there was."""
+    root, images = corpus
+    (root / "README.txt").write_text("made by hand")
+    result = _clean(root)
+    index, parsed = read_dataset(root, "auto", {})
+    left_out = [{"file": "photo.psd", "reason": "not_data", "why": "not an image or annotation file (.psd)"}]
+    files, not_inputs = account(root, index, parsed, result.dropped, left_out)
+    on_disk = sum(1 for p in root.rglob("*") if p.is_file())
+    assert files["found"] == on_disk + 1 == files["kept"] + sum(files["dropped"].values()) + len(not_inputs)
+    assert files["kept"] == 2 * (len(images) - 7)
+    assert files["dropped"] == {
+        "annotation_invalid": 2,  # the image and its XML
+        "duplicate": 2,
+        "image_empty": 2,
+        "image_missing": 1,  # ghost.xml
+        "image_unreadable": 2,
+        "no_annotation": 1,  # its XML is gone
+        "no_valid_boxes": 2,
+        "size_mismatch": 2,
+    }
+    assert [(i.file, i.reason) for i in not_inputs] == [("README.txt", "not_read"), ("photo.psd", "not_data")]
+    assert files["not_input"] == {"not_data": 1, "not_read": 1}
 
 
 def test_negatives_are_kept_or_dropped_by_config(corpus) -> None:

@@ -136,7 +136,7 @@ def test_an_unrecognisable_folder_is_a_clear_error(tmp_path: Path) -> None:
         detect_format(tmp_path)
     said = str(error.value)  # what the folder holds, then what each format looks for and lacks
     assert "  ./: 1 .md\n  photos/: 2 .jpg, 2 .txt\n  first files: photos/a.jpg, photos/a.txt" in said
-    assert "yolo: YOLO .txt labels with classes.txt, labels.txt or a data.yaml's names; 2 .txt file(s)" in said
+    assert "yolo: YOLO .txt labels with classes.txt, labels.txt or a dataset YAML's names; 2 .txt file(s)" in said
     assert "voc: Pascal VOC XML files (LabelImg's), one per image; found no .xml file" in said
 
 

@@ -9,7 +9,8 @@ from PIL import Image
 from odpipe.core.boxes import Box
 from odpipe.core.draw import sample_grid, side_by_side
 from odpipe.data.synthetic import generate
-from odpipe.detect.clean import ClassRules, CleanPolicy, clean_folder, issues_as_dicts, report
+from odpipe.detect.clean import ClassRules, CleanPolicy, account, clean, issues_as_dicts, report
+from odpipe.detect.formats import read_dataset
 from odpipe.detect.report import markdown
 from odpipe.detect.split_files import SplitTally
 from tests.conftest import CLASSES
@@ -22,7 +23,8 @@ def _out(root: Path) -> Path:
 def _report(root: Path, splits: dict[str, list[int]] | None = None) -> tuple[str, object]:
     """The Markdown report of ``root``; ``splits`` puts kept samples (by position) in val and
     test, the rest in train."""
-    _, result = clean_folder(root, _out(root), "auto", {}, ClassRules(CLASSES), CleanPolicy())
+    index, parsed = read_dataset(root, "auto", {})
+    result = clean(root, _out(root), index=index, parsed=parsed, rules=ClassRules(CLASSES), policy=CleanPolicy())
     chosen = {name: [result.kept[i] for i in positions] for name, positions in (splits or {}).items()}
     taken = {id(s) for samples in chosen.values() for s in samples}
     chosen["train"] = [s for s in result.kept if id(s) not in taken]
@@ -30,7 +32,8 @@ def _report(root: Path, splits: dict[str, list[int]] | None = None) -> tuple[str
     for name, samples in chosen.items():
         for sample in samples:
             tally.add(name, sample.annotation)
-    summary = report(result, tally, CLASSES)
+    files, _ = account(root, index, parsed, result.dropped)
+    summary = report(result, tally, CLASSES, files=files, fmt=parsed.format)
     return markdown(summary, issues_as_dicts(result), "grid.jpg"), result
 
 
@@ -40,6 +43,9 @@ def test_report_names_each_decision_and_counts_per_class(spec, tmp_path: Path) -
     text, result = _report(tmp_path)
     assert f"{spec.num_images} images in: {spec.num_images - 1} kept, 1 dropped." in text
     assert "| image_empty | 1 |" in text
+    # every file: the images and their XML, the empty image and its XML dropped
+    assert f"## Files ({2 * spec.num_images} found under dataset.path)" in text
+    assert f"| kept | {2 * (spec.num_images - 1)} |" in text and "| dropped: image_empty | 2 |" in text
     assert f"`{images[0].name}`: **image_empty**" in text
     assert "| split | images | boxes | circle | square | triangle |" in text
     assert "![samples with their boxes](grid.jpg)" in text
