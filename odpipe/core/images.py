@@ -142,4 +142,6 @@ def converted_name(image: str) -> str:
     return image if image.lower().endswith((".jpg", ".jpeg")) else f"{image}.jpg"
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The files read as images (anything but JPEG and PNG is converted to JPEG by cleaning); GIF
+# and TIFF because datasets ship masks in them (Carvana's palette GIFs).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 Key = tuple[tuple[str, ...], str]  # (folders, with image/label folders made one token; stem)
@@ -161,7 +161,7 @@ def pair(files: Sequence[str], convention: Convention = USUAL) -> list[Pair]:
             partner[found] = label
         else:
             unpaired.append(label)
-    _pair_by_stem(images, unpaired, partner, suffixes)
+    _pair_by_stem(images, unpaired, partner, suffixes, in_folder)
     used = set(partner.values())
     pairs = [(image, partner.get(image)) for image in images] + [(None, lab) for lab in labels if lab not in used]
     return sorted(pairs, key=lambda p: (p[0] or "", p[1] or ""))
@@ -179,17 +179,24 @@ def _suffixed_labels(files: Sequence[str], suffixes: Sequence[str]) -> set[str]:
 
 
 def _pair_by_stem(
-    images: Sequence[str], labels: Sequence[str], partner: dict[str, str], suffixes: Sequence[str]
+    images: Sequence[str],
+    labels: Sequence[str],
+    partner: dict[str, str],
+    suffixes: Sequence[str],
+    in_folder: Mapping[str, tuple[int, str] | None],
 ) -> None:
     """Last: a label file whose name is an image's with a suffix, wherever each is (CamVid's own
-    release keeps ``701_StillsRaw_full/x.png`` and ``LabeledApproved_full/x_L.png`` apart), when
-    exactly one unpaired image has that name."""
+    release keeps ``701_StillsRaw_full/x.png`` and ``LabeledApproved_full/x_L.png`` apart), or
+    a file of a label folder with the image's very name at another depth (Oxford Pets'
+    ``annotations/trimaps/x.png`` for ``images/x.jpg``), when exactly one unpaired image has
+    that name."""
     alone: dict[str, list[str]] = {}
     for image in images:
         if image not in partner:
             alone.setdefault(_split(image)[1], []).append(image)
     for label in labels:
-        for stem in _stems(_split(label)[1], suffixes)[:-1]:
+        stems = _stems(_split(label)[1], suffixes)
+        for stem in stems if in_folder[label] else stems[:-1]:
             candidates = [i for i in alone.get(stem, []) if i not in partner]
             if len(candidates) == 1:
                 partner[candidates[0]] = label

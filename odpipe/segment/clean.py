@@ -24,7 +24,8 @@ import numpy as np
 from odpipe.core.files import iter_csv, write_csv
 from odpipe.core.images import converted_name
 from odpipe.core.parallel import Workers
-from odpipe.data.cleaning import FirstCopies, Issue
+from odpipe.data.cleaning import FirstCopies, Issue, Ledger
+from odpipe.data.discover import walk
 from odpipe.data.index_masks import VOID, decode_png
 from odpipe.data.splitting import SPLITS, check_not_empty, group_key, stratified_split
 from odpipe.segment.check_pair import Checked, check_pair
@@ -135,6 +136,31 @@ def _settle(
     result.rows.append(Row(name, mask, width, height, checked.classes_present))
     result.shas.append(seen.sha256)
     result.pixels.append(seen.pixels)
+
+
+def account(
+    root: Path, dataset: MaskDataset, dropped: Sequence[Issue], left_out: Sequence[Mapping] = ()
+) -> tuple[dict, list[Issue]]:
+    """Where every file under ``root`` (and each one ingest ``left_out``) ended, as
+    :meth:`~odpipe.data.cleaning.Ledger.close` gives it: an image and its mask kept, or dropped
+    for the pair's reason (a mask file holding several images' masks is kept when one is); the
+    class tables and split lists read, and anything no reader read, as not inputs."""
+    ledger = Ledger(walk(root), left_out)
+    drops = {issue.file: issue for issue in dropped}
+    fates = [(pair, drops.get(pair.image or pair.where)) for pair in dataset.pairs]
+    for pair, issue in fates:
+        if issue is None:
+            ledger.kept(str(pair.image))
+            if pair.mask:
+                ledger.kept(pair.mask)
+    for pair, issue in fates:
+        if issue is not None:
+            for file in (pair.image, pair.mask):
+                if file:
+                    ledger.dropped(file, issue.reason, issue.detail)
+    for file, code in dataset.read.items():
+        ledger.not_input(file, code)
+    return ledger.close(f"not read as {dataset.format}")
 
 
 def split_rows(

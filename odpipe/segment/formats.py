@@ -140,10 +140,13 @@ class MaskDataset:
     empty_is_background: bool  # an annotation with nothing in it means all background
     # What each value, colour or label in the files is: a class id or VOID. Anything else is unknown.
     class_ids: Mapping[Key, int] = field(default_factory=dict)
+    # The files read that are neither images nor masks: class tables, split lists (NOT_INPUT codes)
+    read: dict[str, str] = field(default_factory=dict)
+    threshold: int | None = None  # binary masks: a grey level at or above it is id 1, below it 0
 
     def without_pairs(self) -> MaskDataset:
         """What :func:`load_index_mask` needs, cheap to send to every worker of a pool."""
-        return replace(self, pairs=[], splits={})
+        return replace(self, pairs=[], splits={}, read={})
 
 
 # --- files and folders -------------------------------------------------------------------------
@@ -304,15 +307,17 @@ def _labelmap_rows(path: Path, where: str) -> Iterator[tuple[str, str, Colour]]:
 # --- readers -----------------------------------------------------------------------------------
 
 
-def _voc_layout(root: Path, files: Sequence[str]) -> tuple[list[MaskPair], dict[str, str]]:
+def _voc_layout(root: Path, files: Sequence[str]) -> tuple[list[MaskPair], dict[str, str], dict[str, str]]:
     """Pairs and splits of the VOC layout (voc, cvat): ``<base>/JPEGImages/<id>.jpg`` with
     ``<base>/SegmentationClass/<id>.png``. When ``ImageSets/Segmentation/*.txt`` lists exist
     they say which images are segmentation data (VOC's JPEGImages holds 17k images, 2.9k of them
-    segmented), and ``train``/``val``/``test`` lists pre-split them."""
+    segmented), and ``train``/``val``/``test`` lists pre-split them. The lists read come third."""
     listed: dict[tuple[str, str], str | None] = {}
+    lists: dict[str, str] = {}
     for path in files:
         at = _split_at(path, "ImageSets")
         if at and posixpath.dirname(at[1]) == "Segmentation" and path.endswith(".txt"):
+            lists[path] = "split_list"
             split = _stem(path) if _stem(path) in ("train", "val", "test") else None
             for image_id in (root / path).read_text().split():
                 if listed.get((at[0], image_id)) is None:
@@ -329,19 +334,19 @@ def _voc_layout(root: Path, files: Sequence[str]) -> tuple[list[MaskPair], dict[
     ]
     pairs = _paired(images, masks, image_key, mask_key)
     splits = {p.image: listed[k] for p in pairs if p.image and listed.get(k := image_key(p.image))}
-    return pairs, splits
+    return pairs, splits, lists
 
 
 def read_voc(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset:
     """VOC: ``dataset.classes`` names the palette's indices; a mask re-saved as RGB reads by
     the VOC palette's colours instead."""
-    pairs, splits = _voc_layout(root, files)
+    pairs, splits, lists = _voc_layout(root, files)
     names = _wanted(options) or VOC_CLASSES
     meaning: dict[Key, str | None] = {VOID: None, PALETTE[VOID]: None}
     for i, name in enumerate(names):
         meaning[i] = meaning[PALETTE[i]] = name  # an RGB re-save of a VOC mask reads by colour
     table, class_ids = _class_table(names, PALETTE[: len(names)], meaning, ())
-    return MaskDataset("voc", table, pairs, splits, False, class_ids)
+    return MaskDataset("voc", table, pairs, splits, False, class_ids, lists)
 
 
 def _table_file(root: Path, files: Sequence[str], name: str) -> tuple[Path, str] | None:
@@ -355,9 +360,9 @@ def read_cvat(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset
     if table_file is None:
         raise ValueError(f"{root}: a CVAT segmentation export needs its labelmap.txt")
     names, colors, meaning = _colour_classes(_labelmap_rows(*table_file))
-    pairs, splits = _voc_layout(root, files)
+    pairs, splits, lists = _voc_layout(root, files)
     table, class_ids = _class_table(names, colors, meaning, _wanted(options))
-    return MaskDataset("cvat", table, pairs, splits, False, class_ids)
+    return MaskDataset("cvat", table, pairs, splits, False, class_ids, lists | {table_file[1]: "class_table"})
 
 
 def read_camvid(root: Path, files: Sequence[str], options: Mapping) -> MaskDataset:
@@ -371,7 +376,8 @@ def read_camvid(root: Path, files: Sequence[str], options: Mapping) -> MaskDatas
     names, colors, meaning = _colour_classes(rows(*table_file))
     pairs = _raster_pairs(files, options)
     table, class_ids = _class_table(names, colors, meaning, _wanted(options))
-    return MaskDataset("camvid", table, pairs, _folder_splits(pairs), False, class_ids)
+    read = {table_file[1]: "class_table"}
+    return MaskDataset("camvid", table, pairs, _folder_splits(pairs), False, class_ids, read)
 
 
 CITYSCAPES_IMAGE = "_leftImg8bit"
@@ -426,19 +432,29 @@ def read_index(root: Path, files: Sequence[str], options: Mapping) -> MaskDatase
     """Masks of class ids: names from ``dataset.classes``, else ``classes.txt``/``labels.txt`` (or a YOLO
     ``data.yaml``'s names, read the same way as for detection)."""
     pairs = _raster_pairs(files, options)
-    table = class_file(root)
-    names = _wanted(options) or tuple(table.names if table else ())
+    shipped = class_file(root)
+    names = _wanted(options) or tuple(shipped.names if shipped else ())
     if not names:
         raise ValueError(
             f"{root}: {_complete(pairs)} images paired with masks of class ids, and nothing names the ids: index masks "
             "need dataset.classes (the name of id 0 first) or a classes.txt or labels.txt (line i names id i)"
+        )
+    threshold = options.get("mask_threshold")
+    if threshold is not None and (len(names) != 2 or options.get("reduce_zero_label")):
+        raise ValueError(
+            f"dataset.mask_threshold makes binary masks: dataset.classes must name 2 classes (below, at or above "
+            f"the threshold), not {list(names)}, and reduce_zero_label stays false"
         )
     if options.get("reduce_zero_label"):
         meaning = {value + 1: name for value, name in enumerate(names)} | {0: None, VOID: None}
     else:
         meaning = dict(enumerate(names)) | {VOID: None}
     table, class_ids = _class_table(names, PALETTE[: len(names)], meaning, ())
-    return MaskDataset("index", table, pairs, _folder_splits(pairs), False, class_ids)
+    read = {shipped.file: "class_table"} if shipped and not _wanted(options) else {}
+    splits = _folder_splits(pairs)
+    return MaskDataset(
+        "index", table, pairs, splits, False, class_ids, read, None if threshold is None else int(threshold)
+    )
 
 
 def _json(path: Path) -> Any:
@@ -680,10 +696,17 @@ def _raster_mask(root: Path, pair: MaskPair, dataset: MaskDataset) -> tuple[np.n
     where = pair.where
     try:
         with Image.open(root / str(pair.mask)) as image:
-            if image.format in ("JPEG", "MPO"):
-                raise MaskError("mask_lossy", f"{where}: saved as JPEG, which blurs every edge; re-export it as PNG")
+            if image.format in ("JPEG", "MPO") and dataset.threshold is None:
+                raise MaskError(
+                    "mask_lossy",
+                    f"{where}: saved as JPEG, which blurs every edge; re-export it as PNG (a binary mask: "
+                    "set dataset.mask_threshold)",
+                )
             image.load()
-            if dataset.format in VALUE_FORMATS and image.mode in VALUE_MODES:
+            if dataset.threshold is not None:
+                grey = np.asarray(image.convert("L"))
+                codes, keys = (grey >= dataset.threshold).astype(np.intp), [0, 1]
+            elif dataset.format in VALUE_FORMATS and image.mode in VALUE_MODES:
                 codes, keys = _values(np.asarray(image.convert("L") if image.mode == "1" else image))
             elif any(isinstance(key, tuple) for key in dataset.class_ids):
                 rgb = np.asarray(image.convert("RGB")).astype(np.int64)

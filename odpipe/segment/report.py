@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from odpipe.core.draw import BACKGROUND, GAP, LINE, TEXT, Colour, open_rgb
-from odpipe.data.cleaning import count_table, decisions
+from odpipe.data.cleaning import count_table, decisions, files_table
 from odpipe.data.index_masks import VOID, decode_png
 
 ImageLike = Image.Image | np.ndarray | bytes  # bytes: an encoded image, as a TFRecord holds it
@@ -161,6 +161,7 @@ def mask_markdown(summary: Mapping, issues: Mapping[str, Sequence[Mapping]], gri
         f"{summary['images_in']} images in ({summary['format']} masks): {summary['kept']} kept, "
         f"{summary['dropped']} dropped.",
         "",
+        *files_table(summary["files"]),
         *count_table(("reason", "dropped"), summary["dropped_by_reason"], "No image was dropped."),
         *count_table(("note", "images"), summary["notes_by_reason"], "No mask needed a note."),
         "Images holding each class (share of the split's labelled pixels):",

@@ -8,9 +8,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.core.files import fresh_dir, write_json
+from odpipe.core.manifest import left_out
 from odpipe.core.parallel import resolve_workers
 from odpipe.core.runtime import stage
-from odpipe.segment.clean import clean_masks, report, split_rows, write_splits
+from odpipe.segment.clean import account, clean_masks, report, split_rows, write_splits
 from odpipe.segment.formats import read_mask_dataset
 from odpipe.segment.report import mask_grid, mask_markdown
 
@@ -40,10 +41,12 @@ def main(cfg: DictConfig) -> None:
     write_splits(result, by_split, out)
     names, colors = dataset.classes.names, dataset.classes.colors
     write_json({"names": list(names), "colors": [list(c) for c in colors]}, cfg.paths.classes)
-    issues = {"dropped": [asdict(i) for i in result.dropped], "notes": [asdict(i) for i in result.notes]}
+    files, not_inputs = account(raw, dataset, result.dropped, left_out(Path(cfg.paths.manifest)))
+    issues = {key: [asdict(i) for i in found] for key, found in (("dropped", result.dropped), ("notes", result.notes))}
+    issues["not_input"] = [asdict(i) for i in not_inputs]
     write_json(issues, out / "issues.json")
 
-    summary = report(result, by_split, names, dataset.format)
+    summary = report(result, by_split, names, dataset.format) | {"files": files}
     write_json(summary, cfg.paths.clean_split_report)
     grid = Path(cfg.paths.clean_split_grid)
     shown = [((images / r.image).read_bytes(), (masks / r.mask).read_bytes()) for r in result.rows[:GRID_IMAGES]]
@@ -57,6 +60,7 @@ def main(cfg: DictConfig) -> None:
         summary["dropped"],
         summary["dropped_by_reason"],
     )
+    log.info("files under dataset.path: %s", files)
     for split, missing in summary["classes_missing"].items():
         log.warning("split %s has no pixel of class(es) %s", split, missing)
 

@@ -32,9 +32,11 @@ def paint(rects) -> np.ndarray:
 MASKS = {stem: paint(rects) for stem, rects in RECTS.items()}
 
 
-def write_image(path: Path, size: tuple[int, int] = (W, H)) -> None:
+def write_image(path: Path, size: tuple[int, int] = (W, H), seed: int | None = None) -> None:
+    """Noise seeded by the name's length unless ``seed`` says otherwise (alike names, alike images)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(len(path.name)).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    rng = np.random.default_rng(len(path.name) if seed is None else seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
 
 

@@ -145,7 +145,7 @@ def test_worker_arguments_are_small_and_picklable(tmp_path: Path) -> None:
     write_camvid(tmp_path)
     dataset = read_mask_dataset(tmp_path, "camvid", {})
     lean = pickle.loads(pickle.dumps(dataset.without_pairs()))
-    assert lean.pairs == [] and lean == replace(dataset, pairs=[], splits={})
+    assert lean.pairs == [] and lean == replace(dataset, pairs=[], splits={}, read={})
     assert check_pair(tmp_path, dataset.pairs[0], lean, {}, None) == check_pair(
         tmp_path, dataset.pairs[0], dataset, {}, None
     )

@@ -13,6 +13,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from odpipe.data.index_masks import PALETTE, VOID
+from odpipe.segment.clean import account, clean_masks
 from odpipe.segment.formats import (
     CITYSCAPES,
     VOC_CLASSES,
@@ -363,3 +364,36 @@ def test_detect_ambiguous_and_none(tmp_path: Path) -> None:
     assert "0 files paired (1 image in photos/; 0 label files)" in said
     with pytest.raises(ValueError, match="'png' is not one of auto"):
         read_mask_dataset(tmp_path, "png", {})
+
+
+@pytest.mark.parametrize("fmt, write, options, names, unknown", CASES, ids=[f"{c[0]}-{c[1].__name__}" for c in CASES])
+def test_every_file_ends_in_one_place(tmp_path: Path, fmt, write, options, names, unknown) -> None:
+    """Each format's files, a README and an image no mask goes with: every image and mask
+    kept (or dropped with its copy), the tables and lists read said so, the README not read,
+    the lone image dropped; the places add up to the files there are (and the one ingest left
+    out)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    expected = write(root)
+    (root / "README.md").write_text("how this was labelled\n")
+    write_image(root / "lone" / "extra.jpg")
+    dataset = read_mask_dataset(root, fmt, options)
+    result = clean_masks(
+        root, tmp_path / "i", tmp_path / "m", dataset=dataset, options=options, max_pixels=None, workers=1
+    )
+    left_out = [{"file": ".DS_Store", "reason": "os_litter", "why": "hidden file or OS litter"}]
+    files, not_inputs = account(root, dataset, result.dropped, left_out)
+    on_disk = sum(1 for p in root.rglob("*") if p.is_file())
+    assert files["found"] == on_disk + 1 == files["kept"] + sum(files["dropped"].values()) + len(not_inputs)
+    copies = {i.file for i in result.dropped if i.reason == "duplicate"}  # the writers' images are alike
+    assert {r.image for r in result.rows} | copies == set(expected)
+    kept_masks = {p.mask for p in dataset.pairs if p.image in expected and p.image not in copies}
+    copied = {f for p in dataset.pairs if p.image in copies for f in (p.image, p.mask) if f not in kept_masks}
+    places = {i.file: i.reason for i in not_inputs}
+    assert places.pop("README.md") == "not_read" and places.pop(".DS_Store") == "os_litter"
+    # outside the folders a layout reads (VOC's JPEGImages/, Cityscapes' leftImg8bit/) an image is no input
+    lone = {"mask_missing": 1} if places.pop("lone/extra.jpg", None) is None else {}
+    assert files["dropped"] == lone | ({"duplicate": len(copied)} if copied else {})
+    colour = {f for f in places if f.endswith("_gtFine_color.png")}  # Cityscapes' colour copies: not masks here
+    assert {places.pop(f) for f in colour} <= {"not_read"} and (fmt == "cityscapes") == bool(colour)
+    assert set(places.values()) <= {"class_table", "split_list"}, places  # all else the writer made is an input

@@ -14,6 +14,7 @@ from PIL import Image
 
 from odpipe.data.index_masks import VOID
 from odpipe.data.sources import copy_local
+from odpipe.segment.clean import account, clean_masks
 from odpipe.segment.formats import load_index_mask, read_mask_dataset
 from tests.helpers.masks import MASKS, NAMES, save, write_image
 
@@ -81,3 +82,82 @@ def test_the_ids_are_named_by_a_labels_txt_shipped_with_the_data(tmp_path: Path)
     write_camvid_segnet(tmp_path)
     (tmp_path / "labels.txt").write_text("\n".join(NAMES) + "\n")
     assert read_mask_dataset(tmp_path, "auto", {}).classes.names == NAMES
+
+
+def _clean_and_account(root: Path, tmp_path: Path, options: dict):
+    dataset = read_mask_dataset(root, "auto", options)
+    out = tmp_path / "out"
+    result = clean_masks(root, out / "i", out / "m", dataset=dataset, options=options, max_pixels=None, workers=1)
+    files, not_inputs = account(root, dataset, result.dropped)
+    assert files["found"] == sum(1 for p in root.rglob("*") if p.is_file())
+    return dataset, result, files, {i.file: i.reason for i in not_inputs}
+
+
+def _binary(stem: str) -> np.ndarray:
+    """A foreground of 255 (the polyp, the car) on 0, as binary datasets ship it."""
+    return np.where(MASKS[stem] == 1, 255, 0).astype(np.uint8)
+
+
+def test_kvasir_seg_jpeg_binary_masks_read_with_a_threshold(tmp_path: Path) -> None:
+    """``Kvasir-SEG/{images,masks}/<id>.jpg``: masks are JPEG, 0/255 blurred by compression,
+    and no file names the classes. Without a threshold each mask is refused as lossy, saying
+    what to set; with one, the foreground is the second class."""
+    root = tmp_path / "Kvasir-SEG"
+    for stem in "ab":
+        write_image(root / "images" / f"cju0qkwl35piu{stem}.jpg", seed=ord(stem))
+        save(Image.fromarray(_binary(stem)).convert("RGB"), root / "masks" / f"cju0qkwl35piu{stem}.jpg")
+    (root / "kavsir_bboxes.json").write_text("{}")
+    classes = {"classes": ["background", "polyp"]}
+    dataset, result, files, _ = _clean_and_account(root, tmp_path, classes)
+    assert dataset.format == "index" and files["dropped"] == {"mask_lossy": 4}
+    assert "set dataset.mask_threshold" in result.dropped[0].detail
+    dataset, result, files, not_inputs = _clean_and_account(root, tmp_path / "t", classes | {"mask_threshold": 128})
+    for pair in dataset.pairs:
+        ids, unknown = load_index_mask(root, pair, dataset, {})
+        np.testing.assert_array_equal(ids, MASKS[pair.image[-5]] == 1)  # the blur moves no pixel across 128
+        assert unknown == {}
+    assert files["kept"] == 4 and not_inputs == {"kavsir_bboxes.json": "not_read"}
+
+
+def test_oxford_pets_trimaps_one_folder_deeper_values_from_one(tmp_path: Path) -> None:
+    """``images/<Breed>_<n>.jpg`` with ``annotations/trimaps/<Breed>_<n>.png`` (values 1 pet,
+    2 background, 3 border: no 0), beside ``annotations/xmls/`` and the list files."""
+    root = tmp_path / "oxford-iiit-pet"
+    for n, stem in enumerate("abc", start=1):
+        write_image(root / "images" / f"Abyssinian_{n}.jpg", seed=n)
+        save(Image.fromarray(MASKS[stem] % 3 + 1), root / "annotations" / "trimaps" / f"Abyssinian_{n}.png")
+    (root / "annotations" / "xmls").mkdir()
+    (root / "annotations" / "xmls" / "Abyssinian_1.xml").write_text("<annotation/>")
+    (root / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\nAbyssinian_2 1 1 1\n")
+    (root / "annotations" / "list.txt").write_text("#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n")
+    options = {"classes": ["pet", "background", "border"], "reduce_zero_label": True}
+    dataset, result, files, not_inputs = _clean_and_account(root, tmp_path, options)
+    assert [(p.image, p.mask) for p in dataset.pairs] == [
+        (f"images/Abyssinian_{n}.jpg", f"annotations/trimaps/Abyssinian_{n}.png") for n in (1, 2, 3)
+    ]
+    ids, unknown = load_index_mask(root, dataset.pairs[0], dataset, {})
+    np.testing.assert_array_equal(ids, MASKS["a"] % 3)  # 1, 2, 3 become ids 0, 1, 2
+    assert unknown == {}
+    assert files["kept"] == 6 and set(not_inputs) == {
+        "annotations/xmls/Abyssinian_1.xml",
+        "annotations/trainval.txt",
+        "annotations/list.txt",
+    }
+
+
+def test_carvana_palette_gifs_in_a_masks_folder_with_a_suffix(tmp_path: Path) -> None:
+    """``train/<id>_01.jpg`` with ``train_masks/<id>_01_mask.gif`` (palette GIFs of 0 and 1)
+    and the masks again as run lengths in ``train_masks.csv``."""
+    root = tmp_path / "carvana"
+    for stem in "ab":
+        write_image(root / "train" / f"00087a6bd4dc_0{stem}.jpg", seed=ord(stem))
+        gif = Image.fromarray((MASKS[stem] == 1).astype(np.uint8)).convert("P")
+        save(gif, root / "train_masks" / f"00087a6bd4dc_0{stem}_mask.gif")
+    (root / "train_masks.csv").write_text("img,rle_mask\n00087a6bd4dc_0a.jpg,1 2\n")
+    dataset, result, files, not_inputs = _clean_and_account(root, tmp_path, {"classes": ["background", "car"]})
+    assert [(p.image, p.mask) for p in dataset.pairs] == [
+        (f"train/00087a6bd4dc_0{s}.jpg", f"train_masks/00087a6bd4dc_0{s}_mask.gif") for s in "ab"
+    ]
+    ids, _ = load_index_mask(root, dataset.pairs[1], dataset, {})
+    np.testing.assert_array_equal(ids, MASKS["b"] == 1)
+    assert files["kept"] == 4 and not_inputs == {"train_masks.csv": "not_read"}
