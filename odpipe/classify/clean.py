@@ -7,9 +7,10 @@ The stage's calls, in order::
     dataset = read_class_dataset(raw, cfg.dataset.format, cfg.dataset.classes)  # odpipe.classify.formats
     result = clean_images(raw, images_out, dataset, max_image_pixels, workers)
     by_split = split_rows(result, ratios, seed, group_pattern, use_imagesets)
-    write_splits(result, by_split, dataset.classes, out)      # out/{train,val,test}.csv
-    summary = report(result, by_split, dataset, min_per_class)  # the DVC metrics file
-    text = class_markdown(summary, issues, grid_name)           # issues: {"dropped": [...], "notes": [...]}
+    write_splits(result, by_split, dataset.classes, out)         # out/{train,val,test}.csv
+    files, not_inputs = account(raw, dataset, result, left_out)  # where every file under raw went
+    summary = report(result, by_split, dataset, min_per_class, files=files)  # the DVC metrics file
+    text = class_markdown(summary, issues, grid_name)  # issues: {"dropped", "notes", "not_input"}
 
 Each input ends up in one split's CSV or in ``dropped`` with exactly one reason:
 
@@ -22,6 +23,11 @@ Each input ends up in one split's CSV or in ``dropped`` with exactly one reason:
 - ``split_leak``: the same content under one class in two pre-made splits; the copy in the later
   of train, val, test is dropped, so that no test image was trained on.
 - ``duplicate``: the same content as a kept image of its class and split.
+
+Every other file under the dataset folder is no input, with why (:func:`account`): the label CSV
+read (``class_table``), OS litter (``os_litter``: ``.DS_Store``, ``Thumbs.db``), and anything the
+layout does not read (``not_read``: a licence beside the class folders, a CSV of other columns);
+with ingest's ``left_out`` they add up to every file found.
 
 Kept images that had to change go to ``notes`` (``exif_rotated``, ``converted_<format>_<mode>``):
 TIFF, WebP, BMP, GIF, greyscale, CMYK and the like become RGB JPEGs, never skipped (Keras' own
@@ -49,10 +55,11 @@ from pathlib import Path, PurePosixPath
 from PIL import UnidentifiedImageError
 
 from odpipe.classify.formats import ClassDataset, LabelledImage
-from odpipe.core.files import iter_csv, scratch_db, write_csv
+from odpipe.core.files import is_hidden, iter_csv, scratch_db, write_csv
 from odpipe.core.images import IMAGE_SUFFIXES, ImageTooLargeError, converted_name, normalise_image
 from odpipe.core.parallel import Workers
-from odpipe.data.cleaning import Inspected, Issue, count_table, decisions
+from odpipe.data.cleaning import Inspected, Issue, Ledger, count_table, decisions, files_table
+from odpipe.data.discover import walk
 from odpipe.data.splitting import SPLITS, group_key, stratified_split
 
 ROW_COLUMNS = ("image", "label", "class", "width", "height")
@@ -63,6 +70,12 @@ READABLE_SUFFIXES = frozenset((*IMAGE_SUFFIXES, ".jfif", ".tif", ".tiff", ".gif"
 PLUGIN_SUFFIXES = frozenset((".heic", ".heif", ".avif"))
 UNIDENTIFIED = "Pillow cannot identify it as an image (corrupt, or not the format its suffix says)"
 UNPINNED = len(SPLITS)  # the rank of a copy without a pre-made split: pinned copies are kept first
+# Why a layout reads no more than it does: the detail of the files it left unread.
+UNREAD = {
+    "folders": "not read as folders: outside every class folder",
+    "split_folders": "not read as split_folders: outside every split's class folders",
+    "csv": "not read as csv: no row of the CSV names it",
+}
 
 
 @dataclass(frozen=True)
@@ -234,6 +247,34 @@ def _settle(
     result.splits.append(image.split)
 
 
+def account(
+    root: Path, dataset: ClassDataset, result: ClassCleanResult, left_out: Sequence[Mapping[str, str]] = ()
+) -> tuple[dict, list[Issue]]:
+    """Where every file under ``root`` (and each one ingest ``left_out``) ended, as
+    :meth:`~odpipe.data.cleaning.Ledger.close` gives it: an input kept when one of its rows was
+    (a CSV may name a file twice), else dropped with its first drop's reason; the label CSV read
+    (``dataset.tables``), OS litter, and whatever the layout does not read, not inputs. A CSV row
+    naming no file is in ``result.dropped`` (``image_missing``), not among the files found."""
+    found = list(walk(root))
+    ledger = Ledger(found, left_out)
+    rows = Counter(image.path for image in dataset.images)
+    drops: dict[str, list[Issue]] = {}
+    for issue in result.dropped:
+        drops.setdefault(issue.file, []).append(issue)
+    for file in found:
+        dropped = drops.get(file, ())
+        if len(dropped) < rows[file]:
+            ledger.kept(file)
+        elif dropped:
+            ledger.dropped(file, dropped[0].reason, dropped[0].detail)
+    for file, code in dataset.tables.items():
+        ledger.not_input(file, code)
+    for file in found:
+        if any(is_hidden(part) for part in file.split("/")):
+            ledger.not_input(file, "os_litter")
+    return ledger.close(UNREAD[dataset.layout])
+
+
 def split_rows(
     result: ClassCleanResult,
     ratios: Mapping[str, float],
@@ -275,12 +316,18 @@ def _by_reason(issues: Iterable[Issue]) -> dict[str, int]:
 
 
 def report(
-    result: ClassCleanResult, by_split: Mapping[str, list[int]], dataset: ClassDataset, min_per_class: int
+    result: ClassCleanResult,
+    by_split: Mapping[str, list[int]],
+    dataset: ClassDataset,
+    min_per_class: int,
+    *,
+    files: Mapping,
 ) -> dict:
-    """Counts for DVC metrics and the Markdown report: what came in, what was dropped and noted
-    and why, each split's images per class, and what the train split means for training: its
-    ``imbalance`` (largest over smallest class, null when a class has none) and the classes with
-    fewer than ``min_per_class`` images, which the train stage refuses."""
+    """Counts for DVC metrics and the Markdown report: where every file went (``files``, from
+    :func:`account`), what came in, what was dropped and noted and why, each split's images per
+    class, and what the train split means for training: its ``imbalance`` (largest over smallest
+    class, null when a class has none) and the classes with fewer than ``min_per_class`` images,
+    which the train stage refuses."""
     names = dataset.classes
     splits = {}
     for split, indices in by_split.items():
@@ -290,6 +337,7 @@ def report(
     smallest = min(train.values())
     return {
         "layout": dataset.layout,
+        "files": dict(files),
         "classes": list(names),
         "images_in": len(result.rows) + len(result.dropped),
         "kept": len(result.rows),
@@ -332,8 +380,8 @@ def check_min_per_class(per_class: Mapping[str, int], min_per_class: int) -> Non
 def class_markdown(
     summary: Mapping, issues: Mapping[str, Sequence[Mapping]], grid_name: str, max_rows: int = 50
 ) -> str:
-    """The classify task's report: totals, reasons, images per class and split, what the train
-    split's balance means for training, and the decisions."""
+    """The classify task's report: totals, where every file went, reasons, images per class and
+    split, what the train split's balance means for training, and the decisions."""
     names = summary["classes"]
     lines = [
         "# Dataset cleaning and split report (classification)",
@@ -341,6 +389,7 @@ def class_markdown(
         f"{summary['images_in']} files in ({summary['layout']} layout): {summary['kept']} images kept, "
         f"{summary['dropped']} dropped.",
         "",
+        *files_table(summary["files"]),
         *count_table(("reason", "dropped"), summary["dropped_by_reason"], "No file was dropped."),
         *count_table(("note", "images"), summary["notes_by_reason"], "No image needed a note."),
         "Images per class:",

@@ -14,8 +14,9 @@ Layouts (``layout``; ``auto`` tells them apart by :func:`detect_layout`):
 A root holding nothing but one folder (an archive unpacked to ``PetImages/Cat/...``) is read from
 inside that folder; paths stay relative to the root given. Every non-hidden file of a class folder
 is an input, images or not: cleaning reports what it cannot read, where a reader that picked files
-by suffix would leave them behind without a word. Everything is listed sorted, so that neither the
-classes' ids nor the images' order depend on the file system's listing order.
+by suffix would leave them behind without a word. The label CSV read is recorded (``tables``), so
+that the report can say what became of every file under the root. Everything is listed sorted, so
+that neither the classes' ids nor the images' order depend on the file system's listing order.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from odpipe.core.files import is_hidden
+from odpipe.data.discover import inventory, walk
 from odpipe.data.splitting import SPLIT_WORDS, SPLITS
 
 LAYOUTS = ("folders", "split_folders", "csv")
@@ -45,12 +47,15 @@ class LabelledImage:
 
 @dataclass(frozen=True)
 class ClassDataset:
-    """Every input of a classification dataset, in a stable order; ``classes`` in id order."""
+    """Every input of a classification dataset, in a stable order; ``classes`` in id order;
+    ``tables``: the files read for labels, not inputs themselves (relative path: the
+    :data:`~odpipe.data.cleaning.NOT_INPUT` code saying why)."""
 
     layout: str
     classes: tuple[str, ...]
     images: list[LabelledImage]
     empty_classes: tuple[str, ...]  # classes without a single file: reported, kept in ``classes``
+    tables: Mapping[str, str] = field(default_factory=dict)
 
 
 def _path_order(path: str) -> str:
@@ -67,13 +72,10 @@ def _folders(folder: Path) -> list[str]:
 
 def _files_under(root: Path, folder: str) -> list[str]:
     """The visible files anywhere under ``root/folder``, as POSIX paths relative to ``root``,
-    sorted; hidden folders are not entered."""
-    found = []
-    for parent, dirs, files in os.walk(os.path.join(root, folder)):
-        dirs[:] = [d for d in dirs if not is_hidden(d)]
-        rel = Path(parent).relative_to(root).as_posix()
-        found += [f"{rel}/{name}" for name in files if not is_hidden(name)]
-    return sorted(found, key=_path_order)
+    sorted; nothing under a hidden folder. Symbolic links are followed, as
+    :func:`~odpipe.data.discover.walk` follows them."""
+    visible = (rel for rel in walk(root / folder) if not any(is_hidden(part) for part in rel.split("/")))
+    return sorted((posixpath.normpath(posixpath.join(folder, rel)) for rel in visible), key=_path_order)
 
 
 def _csvs(folder: Path) -> list[Path]:
@@ -81,15 +83,15 @@ def _csvs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.csv") if p.is_file() and not is_hidden(p.name))
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV's first line."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
 def _labelled_csvs(folder: Path) -> list[Path]:
     """The CSVs directly in ``folder`` whose header holds ``filename`` and ``label``."""
-    found = []
-    for path in _csvs(folder):
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            header = {name.strip() for name in next(csv.reader(handle), [])}
-        if set(CSV_COLUMNS) <= header:
-            found.append(path)
-    return found
+    return [path for path in _csvs(folder) if set(CSV_COLUMNS) <= set(_header(path))]
 
 
 def dataset_folder(root: Path) -> Path:
@@ -131,15 +133,35 @@ def read_class_dataset(root: Path, layout: str = "auto", classes: Sequence[str] 
         raise ValueError(f"dataset.format {layout!r} is not one of auto, {', '.join(LAYOUTS)}")
     folder = dataset_folder(root)
     layout = detect_layout(folder) if layout == "auto" else layout
+    tables = {}
     if layout == "folders":
+        if not _folders(folder):
+            raise ValueError(_no_layout(root, folder))
         found, images = _class_images(root, folder)
     elif layout == "split_folders":
         found, images = _read_split_folders(root, folder)
     else:
-        found, images = _read_csv(root, folder)
+        path = _the_csv(folder)
+        found, images = _read_csv(root, path)
+        tables[path.relative_to(root).as_posix()] = "class_table"
     ordered = _ordered(found, classes, folder)
     present = {image.label for image in images}
-    return ClassDataset(layout, ordered, images, tuple(c for c in ordered if c not in present))
+    return ClassDataset(layout, ordered, images, tuple(c for c in ordered if c not in present), tables)
+
+
+def _no_layout(root: Path, folder: Path) -> str:
+    """The error for a folder no layout reads (images loose in one folder, a CSV of other
+    columns): what each layout needs, and what is there."""
+    headers = {path.name: _header(path) for path in _csvs(folder)}
+    others = [
+        f"{name} (columns {', '.join(h) or 'none'})" for name, h in headers.items() if not set(CSV_COLUMNS) <= set(h)
+    ]
+    csvs = f"; its CSV(s) lack filename,label: {', '.join(others)}" if others else ""
+    files = sorted(walk(root), key=_path_order)
+    return (
+        f"{folder}: no classification layout matches: folders needs a folder per class, split_folders "
+        f"train/<class>/ folders, csv a CSV with columns filename,label{csvs}. Found:\n{inventory(files)}"
+    )
 
 
 def _class_images(root: Path, folder: Path, split: str | None = None) -> tuple[list[str], list[LabelledImage]]:
@@ -179,10 +201,9 @@ def _read_split_folders(root: Path, folder: Path) -> tuple[list[str], list[Label
     return classes, images
 
 
-def _read_csv(root: Path, folder: Path) -> tuple[list[str], list[LabelledImage]]:
-    """The rows of the dataset's CSV, in the file's order."""
-    path = _the_csv(folder)
-    base = folder.relative_to(root).as_posix()
+def _read_csv(root: Path, path: Path) -> tuple[list[str], list[LabelledImage]]:
+    """The rows of the dataset's CSV at ``path``, in the file's order."""
+    base = path.parent.relative_to(root).as_posix()
     images = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)

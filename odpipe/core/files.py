@@ -121,10 +121,12 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-LITTER = {"__MACOSX"}  # what macOS adds to the zip archives it makes; not hidden, still not data
+# Not hidden, still not data: what macOS adds to the zip archives it makes, and the thumbnail
+# cache and folder settings Windows Explorer leaves in folders of pictures.
+LITTER = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
 def is_hidden(name: str) -> bool:
     """Whether a file or folder is OS litter (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``,
-    ``__MACOSX``) rather than data: never an input, never a class."""
+    ``__MACOSX``, ``Thumbs.db``, ``desktop.ini``) rather than data: never an input, never a class."""
     return name.startswith(".") or name in LITTER

@@ -18,6 +18,7 @@ from PIL import Image
 from odpipe.classify.clean import (
     ClassCleanResult,
     ClassRow,
+    account,
     check_min_per_class,
     class_markdown,
     clean_images,
@@ -29,6 +30,7 @@ from odpipe.classify.clean import (
 )
 from odpipe.classify.formats import ClassDataset, read_class_dataset
 from odpipe.core.files import iter_csv
+from odpipe.core.images import IMAGE_SUFFIXES
 from odpipe.data.sources import ingest
 from odpipe.data.splitting import SPLITS
 from tests.conftest import ROOT
@@ -208,7 +210,20 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def test_report_counts_what_was_written(cleaned: Cleaned) -> None:
-    summary = report(cleaned.result, cleaned.by_split, cleaned.dataset, min_per_class=5)
+    files, not_inputs = account(cleaned.root, cleaned.dataset, cleaned.result)
+    summary = report(cleaned.result, cleaned.by_split, cleaned.dataset, min_per_class=5, files=files)
+    on_disk = sum(1 for p in cleaned.root.rglob("*") if p.is_file())
+    assert (
+        summary["files"]
+        == files
+        == {
+            "found": on_disk,
+            "kept": on_disk - len(DROPPED) - 1,
+            "dropped": summary["dropped_by_reason"],
+            "not_input": {"os_litter": 1},
+        }
+    )
+    assert [(i.file, i.reason) for i in not_inputs] == [("cat/.DS_Store", "os_litter")]
     kept = len(cleaned.result.rows)
     assert (summary["images_in"], summary["kept"], summary["dropped"]) == (kept + len(DROPPED), kept, len(DROPPED))
     assert summary["layout"] == "folders"
@@ -238,8 +253,9 @@ def test_report_counts_what_was_written(cleaned: Cleaned) -> None:
     check_min_per_class({**per_class, "fish": 5}, 5)
     with pytest.raises(ValueError, match="rerun"):
         train_counts(summary, ["cat", "dog", "owl"])
-    text = class_markdown(summary, {"dropped": [], "notes": []}, "grid.jpg")
+    text = class_markdown(summary, {"dropped": [], "notes": [], "not_input": []}, "grid.jpg")
     assert "Train has no image of: fish." in text and "fish (0)" in text
+    assert f"## Files ({on_disk} found under dataset.path)" in text and "| not an input: os_litter | 1 |" in text
     assert "| train | " + str(summary["splits"]["train"]["images"]) in text
 
 
@@ -273,7 +289,9 @@ def test_a_copy_across_splits_is_kept_in_train_only(tmp_path: Path) -> None:
     splits = {result.rows[i].image: split for split, indices in by_split.items() for i in indices}
     assert all(image.startswith(f"{split}/") for image, split in splits.items())  # pinned
     assert "train/cat/leaked.jpg" in splits
-    summary = report(result, by_split, dataset, min_per_class=8)
+    files, _ = account(tmp_path / "raw", dataset, result)
+    assert files == {"found": 28, "kept": 24, "dropped": {"conflicting_labels": 2, "split_leak": 2}, "not_input": {}}
+    summary = report(result, by_split, dataset, min_per_class=8, files=files)
     assert summary["splits"]["train"]["images_per_class"] == {"cat": 7, "dog": 7}
     assert summary["splits"]["val"]["images_per_class"] == {"cat": 2, "dog": 3}
     assert summary["imbalance"] == 1.0
@@ -281,13 +299,14 @@ def test_a_copy_across_splits_is_kept_in_train_only(tmp_path: Path) -> None:
 
 
 def test_csv_rows_naming_no_file_or_one_file_twice(tmp_path: Path) -> None:
-    write(tmp_path, "img/a.jpg", encoded(noise(1), "JPEG"))
-    write(tmp_path, "img/b.jpg", encoded(noise(2), "JPEG"))
-    write(tmp_path, "img/c.jpg", encoded(noise(3), "JPEG"))
+    root = tmp_path / "raw"
+    write(root, "img/a.jpg", encoded(noise(1), "JPEG"))
+    write(root, "img/b.jpg", encoded(noise(2), "JPEG"))
+    write(root, "img/c.jpg", encoded(noise(3), "JPEG"))
     rows = "img/a.jpg,cat\nimg/b.jpg,dog\nimg/gone.jpg,dog\nimg/c.jpg,cat\nimg/c.jpg,dog\nimg/a.jpg,cat\n"
-    (tmp_path / "labels.csv").write_text("filename,label\n" + rows)
-    dataset = read_class_dataset(tmp_path)
-    result = clean_images(tmp_path, tmp_path / "out", dataset, None, 1)
+    (root / "labels.csv").write_text("filename,label\n" + rows)
+    dataset = read_class_dataset(root)
+    result = clean_images(root, tmp_path / "out", dataset, None, 1)
     assert [row.image for row in result.rows] == ["img/a.jpg", "img/b.jpg"]
     assert [(issue.file, issue.reason) for issue in result.dropped] == [
         ("img/gone.jpg", "image_missing"),
@@ -295,6 +314,10 @@ def test_csv_rows_naming_no_file_or_one_file_twice(tmp_path: Path) -> None:
         ("img/c.jpg", "conflicting_labels"),
         ("img/a.jpg", "duplicate"),
     ]
+    # Each file once: a.jpg kept (its first row was), c.jpg dropped once; gone.jpg is no file.
+    files, not_inputs = account(root, dataset, result)
+    assert files == {"found": 4, "kept": 2, "dropped": {"conflicting_labels": 1}, "not_input": {"class_table": 1}}
+    assert [(i.file, i.reason) for i in not_inputs] == [("labels.csv", "class_table")]
 
 
 def test_a_local_source_brings_every_file_but_litter_to_cleaning(tmp_path: Path) -> None:
@@ -307,7 +330,8 @@ def test_a_local_source_brings_every_file_but_litter_to_cleaning(tmp_path: Path)
     everything = {p for p in files(tmp_path / "mine") if not p.split("/")[-1].startswith(".")}
     assert set(files(tmp_path / "all")) == everything
     left_behind = everything - set(files(tmp_path / "some"))
-    assert left_behind == {"cat/LICENSE", "cat/photo.heic", "dog/scan.tif", "owl/anim.gif"}
+    other_images = {f for f in ("dog/scan.tif", "owl/anim.gif") if Path(f).suffix not in IMAGE_SUFFIXES}
+    assert left_behind == {"cat/LICENSE", "cat/photo.heic", *other_images}
 
 
 def test_the_built_in_source_reads_back_as_balanced_class_folders(tmp_path: Path) -> None:
