@@ -31,7 +31,7 @@ from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, displayed_size
 from odpipe.data.annotations import Annotation, AnnotationError, read_voc
 from odpipe.data.cleaning import Issue
 from odpipe.data.discover import CLASS_TABLES, class_file, find, inventory, is_coco, split_entries
-from odpipe.data.pairing import Convention, pair
+from odpipe.data.pairing import Convention, describe, pair
 from odpipe.data.splitting import folder_split
 
 
@@ -454,9 +454,24 @@ def read_dataset(root: Path, fmt: str, options: Mapping) -> tuple[ImageIndex, Pa
     index = ImageIndex(root)
     parsed = READERS[fmt](root, index, options)
     parsed.format = fmt
+    if index.paths and not len(parsed.annotations):
+        raise _nothing_annotated(root, index, parsed)
     if parsed.names is None:  # named in the boxes alone: sorted, for an order that does not depend on file order
         parsed.names = sorted({box.label for _, annotation in parsed.annotations.items() for box in annotation.boxes})
     return index, parsed
+
+
+def _nothing_annotated(root: Path, index: ImageIndex, parsed: Parsed) -> ValueError:
+    """The error for images none of which found an annotation: every one would be dropped and
+    the splits come out empty, far from the cause. Where the images and the annotation files
+    are, and what became of the annotation files."""
+    found = describe([*((image, None) for image in index.paths), *((None, source) for source in parsed.read)])
+    fates = Counter(reason or "used" for reason in parsed.read.values())
+    why = f" ({', '.join(f'{n} {reason}' for reason, n in sorted(fates.items()))})" if fates else ""
+    return ValueError(
+        f"{root}: 0 of {len(index.paths)} images found an annotation as {parsed.format}: {found}{why}. "
+        "Name the folders with dataset.images and dataset.labels, or set dataset.format (auto detects it)"
+    )
 
 
 VOC_LISTS = ("train", "val", "trainval", "test")

@@ -49,8 +49,12 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
         )
     else:
         classes, boxes = list(CLASSES), _synthetic_in(fmt, data)
+    (data / "README.md").write_text("where these came from\n")  # ingest leaves it out, the report counts it
+    on_disk = sum(1 for p in data.rglob("*") if p.is_file())
     work = copy_project(ROOT, tmp_path / "project")
-    overrides = ["experiment=smoke", "dataset=local", f"dataset.path={data}", f"dataset.classes=[{','.join(classes)}]"]
+    overrides = ["experiment=smoke", "dataset=local", f"dataset.path={data}"]
+    # COCO categories and a YOLO class table name the classes: dataset.classes is for VOC's order
+    overrides += [f"dataset.classes=[{','.join(classes)}]"] if fmt == "voc" else ["dataset.classes=[]"]
     overrides += ["video=none"]  # the video's tracking is format-blind, and tested elsewhere
     compose_params(work, overrides, work / PARAMS_FILE)
     run_dvc(work, "repro", *([] if fmt == "voc" else ["tfrecord"]), timeout=1200)
@@ -61,6 +65,13 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
     assert summary["kept"] == kept
     assert summary["dropped_by_reason"] == ({"image_unreadable": 1} if fmt == "voc" else {})
     assert summary["images_in"] == kept + summary["dropped"]
+    assert summary["classes"] == classes and json.loads((work / paths.classes).read_text())["names"] == classes
+    files = summary["files"]  # every file of dataset.path in one place
+    assert (
+        files["found"] == on_disk == files["kept"] + sum(files["dropped"].values()) + sum(files["not_input"].values())
+    )
+    left_out = {entry["file"] for entry in json.loads((work / paths.manifest).read_text())["left_out"]}
+    assert files["not_input"]["not_data"] == len(left_out) and "README.md" in left_out
     # test_formats.write_coco adds one crowd region: reported with the boxes, in val's or
     # test's TFRecords as an is_crowd box for evaluation to ignore, never in train's.
     crowds = {

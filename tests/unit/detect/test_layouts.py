@@ -156,27 +156,28 @@ def test_label_folders_only_the_user_can_name_are_paired_by_dataset_images_and_l
         _yolo(root / "boxes" / day / "x.txt", line)
     (root / "classes.txt").write_text("gull\ntern\n")
 
-    unnamed = _read(root)
-    assert unnamed[5]["dropped"] == {"image_missing": 2, "no_annotation": 2}
+    with pytest.raises(ValueError, match=r"0 of 2 images found an annotation as yolo: 2 images in photos/mon/ photos/tue/"):
+        _read(root)
     parsed, classes, _, _, result, files, not_inputs = _read(root, {"images": ["photos"], "labels": ["boxes"]})
     labelled = {name: [b.label for b in a.boxes] for name, a in parsed.annotations.items()}
     assert labelled == {"photos/mon/x.jpg": ["gull"], "photos/tue/x.jpg": ["tern"]}
     assert files["kept"] == 4 and not_inputs == {"classes.txt": "class_table"}
 
 
-def test_a_format_named_on_a_folder_of_something_else_accounts_for_every_file(tmp_path: Path) -> None:
-    """``dataset.format: voc`` on YOLO data: every image dropped as unannotated, every label
-    file and the class table not read, nothing unsaid."""
+def test_images_none_of_which_found_an_annotation_stop_with_where_each_is(tmp_path: Path) -> None:
+    """``dataset.format: voc`` on YOLO data: rather than every image dropped and empty splits
+    later, the folders of the images and of the annotation files read, and the way out."""
     for i in range(2):
-        _image(tmp_path / "d" / "images" / f"{i}.jpg", shade=i)
-        _yolo(tmp_path / "d" / "labels" / f"{i}.txt", "0 0.5 0.5 0.2 0.2")
-    (tmp_path / "d" / "classes.txt").write_text("gull\n")
-    root = tmp_path / "d"
-    index, parsed = read_dataset(root, "voc", {})
-    result = clean(root, tmp_path / "out", index=index, parsed=parsed, rules=ClassRules(["gull"]), policy=CleanPolicy())
-    files, not_inputs = account(root, index, parsed, result.dropped)
-    assert files == {"found": 5, "kept": 0, "dropped": {"no_annotation": 2}, "not_input": {"not_read": 3}}
-    assert {i.detail for i in not_inputs} == {"not read as voc"}
+        _image(tmp_path / "images" / f"{i}.jpg", shade=i)
+        _yolo(tmp_path / "labels" / f"{i}.txt", "0 0.5 0.5 0.2 0.2")
+        (tmp_path / "xml").mkdir(exist_ok=True)
+        (tmp_path / "xml" / f"other{i}.xml").write_text("<annotation><filename>other.jpg</filename></annotation>")
+    said = (
+        r"0 of 2 images found an annotation as voc: 2 images in images/; 2 label files in xml/ \(2 image_missing\)\. "
+        r"Name the folders with dataset.images and dataset.labels, or set dataset.format"
+    )
+    with pytest.raises(ValueError, match=said):
+        read_dataset(tmp_path, "voc", {})
 
 
 @pytest.mark.parametrize("names", ["[]", "{}"])
