@@ -43,9 +43,13 @@ def main(cfg: DictConfig) -> None:
     captioned_grid(shown).save(grid, quality=90)
     Path(cfg.paths.clean_split_markdown).write_text(class_markdown(summary, issues, grid.name))
     log.info(
-        "%s: %d classes, kept %d images, dropped %d: %s",
+        "%s: %d classes (id: name): %s",
         dataset.layout,
         len(dataset.classes),
+        ", ".join(f"{i}: {name}" for i, name in enumerate(dataset.classes)),
+    )
+    log.info(
+        "kept %d images, dropped %d: %s",
         summary["kept"],
         summary["dropped"],
         summary["dropped_by_reason"],
