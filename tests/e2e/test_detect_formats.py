@@ -1,5 +1,6 @@
 """The real `dvc repro` on small datasets in VOC (real photos, the whole DAG), COCO and YOLO form
-(the data stages: training adds nothing a format could change)."""
+(YOLO as a Roboflow export lays it out: split folders and a data.yaml; the data stages only:
+training adds nothing a format could change)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,27 @@ def _synthetic_in(fmt: str, folder: Path) -> int:
     return sum(len(a.boxes) for a in annotations)
 
 
+def _as_roboflow_export(folder: Path) -> dict[str, int]:
+    """The YOLO set moved into a Roboflow YOLOv8 export's layout: ``{train,valid,test}/{images,
+    labels}``, a ``data.yaml`` with ``../`` paths and the class names, a README; the images of each split."""
+    counts = {"train": 0, "val": 0, "test": 0}
+    for i, image in enumerate(sorted((folder / "images").iterdir())):
+        split = {4: "valid", 5: "test"}.get(i % 6, "train")
+        counts[{"valid": "val"}.get(split, split)] += 1
+        for kind, path in (("images", image), ("labels", folder / "labels" / f"{image.stem}.txt")):
+            (folder / split / kind).mkdir(parents=True, exist_ok=True)
+            path.rename(folder / split / kind / path.name)
+    for emptied in ("images", "labels"):
+        (folder / emptied).rmdir()
+    (folder / "classes.txt").unlink()  # the names are in data.yaml
+    names = "".join(f"  - {name}\n" for name in CLASSES)
+    (folder / "data.yaml").write_text(
+        f"train: ../train/images\nval: ../valid/images\ntest: ../test/images\nnames:\n{names}"
+    )
+    (folder / "README.roboflow.txt").write_text("Exported via roboflow.com\n")
+    return counts
+
+
 @pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
 def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -49,6 +71,7 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
         )
     else:
         classes, boxes = list(CLASSES), _synthetic_in(fmt, data)
+    own_splits = _as_roboflow_export(data) if fmt == "yolo" else None  # YOLO as Roboflow exports it
     (data / "README.md").write_text("where these came from\n")  # ingest leaves it out, the report counts it
     on_disk = sum(1 for p in data.rglob("*") if p.is_file())
     work = copy_project(ROOT, tmp_path / "project")
@@ -80,6 +103,9 @@ def test_repro_on_each_format(tmp_path: Path, monkeypatch, fmt: str) -> None:
     }
     assert sum(crowds.values()) == (fmt == "coco")
     assert sum(s["boxes"] for s in summary["splits"].values()) == boxes + sum(crowds.values())
+    if own_splits:  # the export's split folders, named in data.yaml, are its splits
+        assert {split: s["images"] for split, s in summary["splits"].items()} == own_splits
+        assert summary["format"] == "yolo" and files["not_input"] == {"class_table": 1, "not_data": 1, "not_read": 1}
     if fmt == "voc":  # ImageSets/Main/test.txt pins the test split
         test_images = [
             json.loads(line)["filename"] for line in (work / paths.clean_split / "test.jsonl").read_text().splitlines()
