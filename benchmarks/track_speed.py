@@ -14,7 +14,6 @@ Usage: python benchmarks/track_speed.py [--model DIR] [--repeats N] [hydra overr
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ from odpipe.detect.evaluate import detect_batch
 from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
 from odpipe.video.io import VideoSource
-from odpipe.video.metrics import count_errors, mot_metrics, read_mot
+from odpipe.video.metrics import count_report, mot_metrics, read_mot
+from odpipe.video.sources import true_counts
 from odpipe.video.synthetic import VideoSpec, render_video, write_truth
 from odpipe.video.track import TrackAndCount, TrackSettings, rgb_tensor, track_video
 
@@ -50,9 +50,9 @@ def detect_track_count(detector, frames: list, settings: TrackSettings, width: i
     return time.perf_counter() - start
 
 
-def scored(result, out: Path, truth_dir: Path) -> dict[str, float]:
+def scored(result, out: Path, truth_dir: Path, mode: str) -> dict[str, float]:
     metrics = mot_metrics(read_mot(truth_dir / "gt.csv"), read_mot(out / "tracks.csv"), result.frames)
-    counted = count_errors(result.counts, json.loads((truth_dir / "counts.json").read_text()))
+    counted = count_report(result.counts_by_mode, true_counts(truth_dir / "counts.json", mode), mode)
     return {**metrics, "count_error": counted["count_error"]}
 
 
@@ -106,7 +106,7 @@ def main() -> None:
             )
             fps = result.frames / result.seconds
             reference = reference or fps
-            rows.append((method, stride, fps, fps / reference, scored(result, out, work)))
+            rows.append((method, stride, fps, fps / reference, scored(result, out, work, settings.mode)))
         print(
             f"  {'method':10s} {'stride':>6s} {'frames/s':>9s} {'vs 1':>6s} {'MOTA':>6s} {'IDF1':>6s} "
             f"{'switches':>8s} {'count err':>9s}"

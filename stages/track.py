@@ -1,7 +1,6 @@
 """track: the exported model over the video: tracks, line counts and an annotated video; scored
 against the ground truth when the video has one (MOTA, IDF1, ID switches, count error)."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from odpipe.detect.detectors import load_detector
 from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
 from odpipe.video.io import VideoSource
-from odpipe.video.metrics import count_errors, mot_metrics, read_mot
-from odpipe.video.sources import load
+from odpipe.video.metrics import count_report, mot_metrics, read_mot
+from odpipe.video.sources import load, true_counts
 from odpipe.video.track import TrackSettings, track_video
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     if prepared.ground_truth is not None:
         report |= mot_metrics(read_mot(prepared.ground_truth), read_mot(out / "tracks.csv"), result.frames)
     if prepared.counts is not None:
-        report |= count_errors(result.counts, json.loads(prepared.counts.read_text()))
+        report |= count_report(result.counts_by_mode, true_counts(prepared.counts, settings.mode), settings.mode)
     log.info("track: %s", {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()})
     write_json(report, cfg.paths.track_report)
 

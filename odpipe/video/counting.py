@@ -21,6 +21,20 @@ handled here by one rule:
   seconds before, within reach of where it reappears. The state moves, it is not copied: what the old
   id counted, the new one cannot count again.
 
+What a track adds to the counts is the ``mode``'s (each tested on scripted hovers, U-turns and
+stop-and-go paths):
+
+- ``net`` (the default): at most one count per track and line, in the direction from the side it
+  was first seen on to the side it was last seen on, nothing when those are the same: people into
+  a shop, each once, however long they lingered in the doorway. A crossing is counted when it is
+  confirmed and taken back (an event of change -1) when the track crosses back, so the counts are
+  right at every moment, not only once the track has ended;
+- ``every``: each confirmed crossing, both ways: cars on a road, a door's traffic.
+
+For a zone, a track is outside until first seen inside (an object that appears inside has entered),
+so in either mode ``in - out`` over a zone is the number of tracks last seen inside it: its
+occupancy. The dead band and ``min_frames`` filter flicker in both modes.
+
 Direction convention (for the README): walking along a line from ``start`` to ``end`` on the image as
 it is viewed (x to the right, y down), an object crossing from the left-hand side to the right-hand side
 goes ``in``, the other way ``out``. A horizontal line from (0, 120) to (320, 120) thus counts objects
@@ -33,7 +47,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -42,6 +56,7 @@ from odpipe.video.trackers import Tracked
 
 Point = tuple[float, float]
 Direction = Literal["in", "out"]
+MODES = ("net", "every")
 ANCHORS = ("bottom_center", "center", "top_center")
 _LINE_KEYS = {"name", "start", "end", "relative"}
 _ZONE_KEYS = {"name", "points", "relative"}
@@ -114,7 +129,8 @@ class Zone:
 class Event:
     """One confirmed crossing. ``frame`` (1-based) and ``time`` (seconds) are those of the first frame
     in which the anchor was seen beyond the band on the new side, not of the confirming frame, so that
-    events line up with the video where the crossing happened."""
+    events line up with the video where the crossing happened. ``change`` is what it does to the count
+    of ``direction``: +1, or -1 when the ``net`` mode takes back a track's count (it crossed back)."""
 
     frame: int
     time: float
@@ -122,6 +138,7 @@ class Event:
     track_id: int
     class_id: int
     direction: Direction
+    change: int = 1
 
 
 def _area(points: Sequence[Point]) -> float:
@@ -264,17 +281,23 @@ class _State:
     -1 (the ``out`` side) and 0 (never seen outside the band)."""
 
     side: int = 0  # established side
+    origin: int = 0  # the side first established: where the track came from
     anchor: Point | None = None  # last point outside the band on the established side
     pending: int = 0  # side a crossing waits to be confirmed on; 0 when none
     first: tuple[int, float] = (0, 0.0)  # frame and time of the first observation beyond the band on it
     seen: int = 0  # observations beyond the band on the pending side
     last: Point | None = None  # latest of those observations
-    counted: set[str] = field(default_factory=set)  # directions already counted
+    net: tuple[int, int] | None = None  # net mode: the count this track holds, (side it went to, class)
+
+    @classmethod
+    def fresh(cls, counter: Line | Zone) -> _State:
+        """A new track's state: outside a zone until seen inside; nowhere yet for a line."""
+        return cls(side=-1, origin=-1) if isinstance(counter, Zone) else cls()
 
 
 class Counter:
-    """Counts confirmed tracks crossing lines and entering or leaving zones, once per track, counter
-    and direction, with the rules in this module's docstring. Feed it every frame with :meth:`update`,
+    """Counts confirmed tracks crossing lines and entering or leaving zones in the ``mode`` given
+    (``net`` or ``every``), with the rules in this module's docstring. Feed it every frame with :meth:`update`,
     tell it of tracks the tracker removed with :meth:`end_tracks`, and call :meth:`finish` at the end
     of the video. ``frame_size`` (width, height), when given, narrows the band of a line drawn close to
     the frame edge (see :func:`dead_band`) and lets a track that appears mid-picture continue one that
@@ -288,7 +311,10 @@ class Counter:
         min_frames: int = 2,
         frame_size: tuple[float, float] | None = None,
         rejoin: float = 5.0,
+        mode: str = "net",
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown counting mode {mode!r} (expected one of {MODES})")
         if anchor not in ANCHORS:
             raise ValueError(f"unknown anchor {anchor!r} (expected one of {ANCHORS})")
         if margin < 0:
@@ -302,6 +328,7 @@ class Counter:
             if counter.relative:
                 raise ValueError(f"counter {counter.name!r} has relative coordinates: resolve() it to pixels first")
         self.counters = tuple(counters)
+        self.mode = mode
         self.anchor = anchor
         self.min_frames = min_frames
         self._bands = [dead_band(counter, margin, frame_size) for counter in self.counters]
@@ -333,7 +360,7 @@ class Counter:
             point = anchor_point(tracked, self.anchor)
             if tracked.track_id not in self._states:
                 self._states[tracked.track_id] = self._continued(tracked, time, present) or [
-                    _State() for _ in self.counters
+                    _State.fresh(counter) for counter in self.counters
                 ]
             self._classes[tracked.track_id] = tracked.class_id
             self._boxes[tracked.track_id] = tracked
@@ -409,6 +436,7 @@ class Counter:
         if side == 0:  # in the band: neither establishes, confirms nor cancels
             return False
         if state.side in (0, side):  # first seen outside the band, or (back) on its side: flicker cancelled
+            state.origin = state.origin or side
             state.side, state.anchor, state.pending = side, point, 0
             return False
         if not state.pending:
@@ -421,15 +449,33 @@ class Counter:
         return state.seen >= self.min_frames
 
     def _confirm(self, state: _State, counter: Line | Zone, track_id: int) -> list[Event]:
-        """Make a pending crossing the track's side; an event (as a list of zero or one) unless this
-        track was already counted in this direction on this counter."""
-        direction: Direction = "in" if state.pending > 0 else "out"
-        state.side, state.anchor, state.pending = state.pending, state.last, 0
-        if direction in state.counted:
-            return []
-        state.counted.add(direction)
-        class_id = self._classes[track_id]
-        by_class = self._counts[counter.name][direction]
-        by_class[class_id] = by_class.get(class_id, 0) + 1
+        """Make a pending crossing the track's side, and count it as the mode says: every crossing,
+        or (net) the track's count moved to where it now is, none when back where it came from."""
+        side = state.pending
+        state.side, state.anchor, state.pending = side, state.last, 0
         frame, time = state.first
-        return [Event(frame, time, counter.name, track_id, class_id, direction)]
+        if self.mode == "every":
+            return [
+                self._count(counter, Event(frame, time, counter.name, track_id, self._classes[track_id], _way(side)))
+            ]
+        events = []
+        if state.net is not None:  # crossed back: what it counted is taken back
+            went, class_id = state.net
+            events.append(self._count(counter, Event(frame, time, counter.name, track_id, class_id, _way(went), -1)))
+            state.net = None
+        if side != state.origin:
+            state.net = (side, self._classes[track_id])
+            events.append(self._count(counter, Event(frame, time, counter.name, track_id, state.net[1], _way(side))))
+        return events
+
+    def _count(self, counter: Line | Zone, event: Event) -> Event:
+        by_class = self._counts[counter.name][event.direction]
+        by_class[event.class_id] = by_class.get(event.class_id, 0) + event.change
+        if not by_class[event.class_id]:
+            del by_class[event.class_id]
+        return event
+
+
+def _way(side: int) -> Direction:
+    """The direction of a crossing to ``side``: ``in`` to the right-hand side of a line or into a zone."""
+    return "in" if side > 0 else "out"

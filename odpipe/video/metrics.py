@@ -91,3 +91,13 @@ def count_errors(counted: Mapping, truth: Mapping) -> dict[str, float]:
             total += sum(per_class.values())
     errors["count_error"] = wrong / total if total else float(wrong > 0)
     return errors
+
+
+def count_report(counted: Mapping[str, Mapping], truth: Mapping[str, Mapping], mode: str) -> dict[str, float]:
+    """The count figures of a run: per line and direction and ``count_error`` for the configured
+    ``mode`` (the counts the run reports), and ``count_error/<mode>`` for every mode whose truth
+    is known (``counted`` and ``truth`` are keyed by mode)."""
+    report = count_errors(counted[mode], truth[mode]) if mode in truth else {}
+    for name, true in truth.items():
+        report[f"count_error/{name}"] = count_errors(counted[name], true)["count_error"]
+    return report

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from odpipe.core.files import write_json
 from odpipe.data.synthetic import SHAPES
+from odpipe.video.counting import MODES
 from odpipe.video.io import DEFAULT_FPS
 from odpipe.video.synthetic import VideoSpec, render_video, write_truth
 
@@ -31,7 +32,7 @@ class PreparedVideo:
     video: Path  # a video file or a folder of frames
     fps: float  # of a folder of frames, or of a video whose header has none
     ground_truth: Path | None  # MOTChallenge boxes, when known
-    counts: Path | None  # true counts per line, direction and class, when known
+    counts: Path | None  # true counts per line, direction and class (and mode: true_counts), when known
 
 
 def _copy(src: Path, dst: Path, what: str) -> None:
@@ -45,12 +46,17 @@ def _copy(src: Path, dst: Path, what: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _check_counts(path: Path) -> None:
-    """True counts must be ``{line: {"in": {class: n}, "out": {class: n}}}``; said early, by file."""
+def true_counts(path: Path, mode: str) -> dict[str, dict]:
+    """True counts by counting mode: a file of ``{line: {"in": {class: n}, "out": {class: n}}}``
+    holds those of ``mode`` (the one configured), one of ``{"net": {line: ...}, "every": ...}``
+    each mode's it names. Said early, by file, when it is neither."""
     counts = json.loads(path.read_text())
-    for name, directions in counts.items():
-        if not isinstance(directions, dict) or set(directions) != {"in", "out"}:
-            raise ValueError(f"{path}: {name!r} must map 'in' and 'out' to counts per class")
+    by_mode = counts if counts and set(counts) <= set(MODES) else {mode: counts}
+    for per_line in by_mode.values():
+        for name, directions in per_line.items():
+            if not isinstance(directions, dict) or set(directions) != {"in", "out"}:
+                raise ValueError(f"{path}: {name!r} must map 'in' and 'out' to counts per class")
+    return by_mode
 
 
 def prepare(video: Mapping, classes: Sequence[str], dst: Path) -> None:
@@ -82,7 +88,7 @@ def prepare(video: Mapping, classes: Sequence[str], dst: Path) -> None:
             described["ground_truth"] = GROUND_TRUTH_NAME
         if video.get("counts"):
             _copy(Path(str(video["counts"])).expanduser(), dst / COUNTS_NAME, "counts")
-            _check_counts(dst / COUNTS_NAME)
+            true_counts(dst / COUNTS_NAME, MODES[0])
             described["counts"] = COUNTS_NAME
     elif source != "none":
         raise ValueError(f"video.source {source!r} is not supported; use one of {list(SOURCES)}")

@@ -6,7 +6,10 @@ machine with no data. Nothing is annotated after the fact; every object follows 
 so its box, identity and line crossings are known exactly. The script is built around the first
 counting line to hold the cases that break trackers and counters: objects entering and leaving
 at the frame edges, crossing paths where one object hides another, one object hovering on the
-line (true count zero), one stopping just past it, and objects that never cross it. Everything
+line (true count zero), one stopping just past it, and objects that never cross it; then the
+cases where counting modes differ: one swinging across the line many times before driving on
+(net one count, every several), one making a U-turn over it (net none, every two), one stopping on
+it, and two crossing it side by side in opposite directions. The true counts are given per mode. Everything
 is drawn from the seed: the same spec gives the same frames and the same truth.
 """
 
@@ -23,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from odpipe.core.files import write_json
 from odpipe.data.synthetic import SHAPES, background
+from odpipe.video.counting import MODES
 from odpipe.video.io import open_writer
 from odpipe.video.metrics import write_mot
 
@@ -31,6 +35,8 @@ MIN_SPEED = 1.0  # px/frame of a travelling leg
 CRUISE_SPEED = 3.5  # speeds are drawn up to this; legs are sped up (to MAX_SPEED) only to fit a short video
 MAX_SPEED = 6.0
 HOVER_REACH = 3.0  # px: how far past the line the hovering object's anchor may go
+SWING_REACH = (10.0, 16.0)  # px: how far either side of the line a hover across it swings
+TRUTH_BAND = 6.0  # px either side of a line that ``every``'s true crossings must clear (track.count.margin)
 MIN_IN_FRAME = 0.3  # a box less visible than this (cut by the frame edge) has no ground-truth row
 NOISE_SIGMA = 2.5  # grey levels of per-frame sensor noise, so no two frames are identical
 MIN_CLEARANCE = 20.0  # px between the line and the path of an object that must not cross it
@@ -124,8 +130,9 @@ class Track:
 class Truth:
     """Ground truth of a rendered video: ``rows`` in MOTChallenge form (see MOT_COLUMNS; ids and
     frames from 1, class from 1 as in the label map; visibility is the share of the in-frame box
-    not covered by boxes drawn over it) and ``counts[line]["in"|"out"][class]``.
-    ``roles`` names each id's part in the script (``hover``, ``stop_and_go``, ``cross``, ``pass``)."""
+    not covered by boxes drawn over it) and ``counts[mode][line]["in"|"out"][class]``.
+    ``roles`` names each id's part in the script (``hover``, ``stop_and_go``, ``cross``, ``pass``, and
+    the counting modes' cases ``hover_across``, ``u_turn``, ``stop_on_line``, ``opposite``)."""
 
     rows: tuple[dict, ...]
     counts: dict[str, dict[str, dict[str, int]]]
@@ -166,6 +173,25 @@ def _legs_meet_segment(points: np.ndarray, line: Line) -> bool:
         if _cross(q - p, a - p) * _cross(q - p, b - p) <= 0 and _cross(b - a, p - a) * _cross(b - a, q - a) <= 0:
             return True
     return False
+
+
+def crossings(points: np.ndarray, line: Line, band: float = TRUTH_BAND) -> list[str]:
+    """Every crossing of a path, as the ``every`` counting mode sees it: the anchor going from
+    beyond ``band`` on one side to beyond it on the other, through the segment (a pass around its
+    end changes the side without counting). Paths are sampled every pixel along their legs."""
+    found: list[str] = []
+    side, anchor = 0, None
+    for p, q in zip(points[:-1], points[1:], strict=True):
+        steps = max(1, math.ceil(float(np.hypot(*(q - p)))))
+        for t in np.arange(1, steps + 1) / steps:
+            point = p + t * (q - p)
+            distance = signed_distance(line, point)
+            now = 1 if distance > band else -1 if distance < -band else 0
+            if now and side and now != side and _legs_meet_segment(np.array([anchor, point]), line):
+                found.append("in" if now > 0 else "out")
+            if now:
+                side, anchor = now, point
+    return found
 
 
 def crossing(points: np.ndarray, line: Line) -> str | None:
@@ -339,6 +365,71 @@ def _hover(rng: np.random.Generator, scene: _Scene, size: tuple[int, int]) -> _P
     return _Plan("hover", points, durations, fixed)
 
 
+def _hover_across(rng: np.random.Generator, scene: _Scene, size: tuple[int, int], toward: np.ndarray) -> _Plan:
+    """Comes up to the line, swings 10-16 px either side of it for 3-4 s (six to nine crossings),
+    then drives on to the far side: one count where it ended up, many crossings."""
+    _, along, _ = _axes(scene.line)
+    point = scene.point_on_line(rng)
+    entry = point - _leave_distance(point, -toward, size, scene.frame) * toward
+    swings, times, elapsed, side = [], [], 0.0, 1.0
+    wanted = rng.uniform(3.0, 4.0) * scene.fps
+    while elapsed < wanted or side > 0:  # the last swing is on the far side
+        swing = point + side * rng.uniform(*SWING_REACH) * toward + rng.uniform(-4, 4) * along
+        previous = swings[-1] if swings else swing
+        times.append(float(np.hypot(*(swing - previous))) / rng.uniform(MIN_SPEED, 2.0))
+        elapsed += times[-1]
+        swings.append(swing)
+        side = -side
+    exit_ = swings[-1] + _leave_distance(swings[-1], toward, size, scene.frame) * toward
+    points = (entry, *swings, exit_)
+    durations = (*_travel(rng, points[:2]), *times[1:], *_travel(rng, points[-2:]))
+    fixed = (False, *[True] * (len(swings) - 1), False)
+    return _Plan("hover_across", points, durations, fixed)
+
+
+def _u_turn(rng: np.random.Generator, scene: _Scene, size: tuple[int, int], toward: np.ndarray) -> _Plan:
+    """Crosses the line by 30-50 px, turns and goes back out the side it came from: it crossed
+    twice and ended where it began."""
+    point = scene.point_on_line(rng)
+    heading = _rotate(toward, rng.uniform(-0.3, 0.3))
+    turn = point + min(rng.uniform(30, 50), _room(point, heading, size, scene.frame)) * heading
+    back = _rotate(-heading, rng.uniform(-0.4, 0.4))
+    entry = point - _leave_distance(point, -heading, size, scene.frame) * heading
+    exit_ = turn + _leave_distance(turn, back, size, scene.frame) * back
+    points = (entry, turn, turn, exit_)
+    pause = rng.uniform(0.3, 0.8) * scene.fps
+    moving = _travel(rng, (entry, turn, exit_))
+    return _Plan("u_turn", points, (moving[0], pause, moving[1]), (False, True, False))
+
+
+def _stop_on_line(rng: np.random.Generator, scene: _Scene, size: tuple[int, int], toward: np.ndarray) -> _Plan:
+    """Stops with its anchor on the line for 1-2 s, then drives on across: counted once, however
+    long it stood in the dead band."""
+    point = scene.point_on_line(rng)
+    heading = _rotate(toward, rng.uniform(-0.3, 0.3))
+    entry = point - _leave_distance(point, -heading, size, scene.frame) * heading
+    exit_ = point + _leave_distance(point, heading, size, scene.frame) * heading
+    moving = _travel(rng, (entry, point, exit_))
+    pause = rng.uniform(1, 2) * scene.fps
+    return _Plan("stop_on_line", (entry, point, point, exit_), (moving[0], pause, moving[1]), (False, True, False))
+
+
+def _pair_opposite(
+    rng: np.random.Generator, scene: _Scene, sizes: Sequence[tuple[int, int]], toward: np.ndarray
+) -> list[_Plan] | None:
+    """Two objects side by side crossing the line at the same moment, one each way, a few pixels
+    apart along it: one ``in`` and one ``out``, not two of either."""
+    _, along, _ = _axes(scene.line)
+    point = scene.point_on_line(rng)
+    gap = (sizes[0][0] + sizes[1][0]) / 2 + rng.uniform(4, 12)
+    other = point + gap * (along if rng.random() < 0.5 else -along)
+    heading = _rotate(toward, rng.uniform(-0.2, 0.2))
+    if not all(scene.crosses_in_view(m, h) for m, h in ((point, heading), (other, -heading))):
+        return None
+    pair = ((point, heading, sizes[0]), (other, -heading, sizes[1]))
+    return [_through(rng, scene, m, h, sz, "opposite") for m, h, sz in pair]
+
+
 def _passer(
     rng: np.random.Generator, scene: _Scene, size: tuple[int, int], through: np.ndarray | None = None
 ) -> _Plan | None:
@@ -398,10 +489,27 @@ def _pair_cross(
     return [_through(rng, scene, m, h, s, "cross") for m, h, s in zip(meets, headings, sizes, strict=True)]
 
 
-GROUP_SIZES = {"hover": 1, "stop_and_go": 1, "pair_pass": 2, "pair_cross": 2, "pass": 1, "cross": 1}
-CROSSING_MEMBERS = {"stop_and_go": 1, "pair_pass": 1, "pair_cross": 2, "cross": 1}
-# The special cases first, so that even a short test video with few objects has them all.
-HEAD = ("hover", "stop_and_go", "pair_pass", "pair_cross", "pass")
+GROUP_SIZES = {
+    "hover": 1, "stop_and_go": 1, "pair_pass": 2, "pair_cross": 2, "pass": 1, "cross": 1,
+    "hover_across": 1, "u_turn": 1, "stop_on_line": 1, "pair_opposite": 2,
+}  # fmt: skip
+CROSSING_MEMBERS = {
+    "stop_and_go": 1, "pair_pass": 1, "pair_cross": 2, "cross": 1,
+    "hover_across": 1, "u_turn": 1, "stop_on_line": 1, "pair_opposite": 1,  # the pair's other goes the other way
+}  # fmt: skip
+# The special cases first, so that even a short test video with few objects has them all (the
+# counting modes' cases after the tracking ones: a short clip keeps the tracker's hard cases).
+HEAD = (
+    "hover",
+    "stop_and_go",
+    "pair_pass",
+    "pair_cross",
+    "pass",
+    "hover_across",
+    "u_turn",
+    "stop_on_line",
+    "pair_opposite",
+)
 CYCLE = ("cross", "cross", "cross", "pass")
 
 
@@ -438,6 +546,12 @@ def _build(
         return [_stop_and_go(rng, scene, sizes[0], directions.pop())]
     if kind == "cross":
         return [_crosser(rng, scene, sizes[0], directions.pop())]
+    if kind == "hover_across":
+        return [_hover_across(rng, scene, sizes[0], directions.pop())]
+    if kind == "u_turn":
+        return [_u_turn(rng, scene, sizes[0], directions.pop())]
+    if kind == "stop_on_line":
+        return [_stop_on_line(rng, scene, sizes[0], directions.pop())]
     towards = [directions.pop() for _ in range(CROSSING_MEMBERS.get(kind, 0))]
     for _ in range(TRIES):
         if kind == "pass":
@@ -445,6 +559,8 @@ def _build(
             plans = None if plan is None else [plan]
         elif kind == "pair_pass":
             plans = _pair_pass(rng, scene, sizes, towards[0])
+        elif kind == "pair_opposite":
+            plans = _pair_opposite(rng, scene, sizes, towards[0])
         else:
             plans = _pair_cross(rng, scene, sizes, towards)
         if plans is not None:
@@ -564,13 +680,18 @@ def _frame_rows(tracks: Sequence[Track], frame: int, spec: VideoSpec) -> Iterato
 
 
 def true_counts(tracks: Sequence[Track], lines: Sequence[Line], classes: Sequence[str]) -> dict:
-    """``{line: {"in"|"out": {class: n}}}`` from the scripted paths alone, every class present."""
-    counts = {line.name: {d: dict.fromkeys(classes, 0) for d in ("in", "out")} for line in lines}
+    """``{mode: {line: {"in"|"out": {class: n}}}}`` from the scripted paths alone, every class
+    present, for each counting mode: ``net`` (where each path ended up) and ``every`` (each crossing)."""
+    counts = {
+        mode: {line.name: {d: dict.fromkeys(classes, 0) for d in ("in", "out")} for line in lines} for mode in MODES
+    }
     for track in tracks:
         for line in lines:
             direction = crossing(track.points, line)
             if direction is not None:
-                counts[line.name][direction][track.label] += 1
+                counts["net"][line.name][direction][track.label] += 1
+            for direction in crossings(track.points, line):
+                counts["every"][line.name][direction][track.label] += 1
     return counts
 
 

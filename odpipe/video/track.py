@@ -36,7 +36,7 @@ from odpipe.detect.detectors import load_detector
 from odpipe.detect.evaluate import Detection, class_name, detect_batch
 from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
-from odpipe.video.counting import ANCHORS, Counter, Event, Zone, counters_from_config, in_direction, resolve
+from odpipe.video.counting import ANCHORS, MODES, Counter, Event, Zone, counters_from_config, in_direction, resolve
 from odpipe.video.io import (
     DEFAULT_FPS,
     Frame,
@@ -51,7 +51,7 @@ from odpipe.video.trackers import TRACKERS, Tracked, Tracker, make_tracker
 
 log = logging.getLogger(__name__)
 
-EVENT_COLUMNS = ("frame", "time", "line", "track", "class", "direction")
+EVENT_COLUMNS = ("frame", "time", "line", "track", "class", "direction", "change")
 SAMPLE_FRAMES = 4  # annotated frames kept as pictures: those where the first counts happened
 
 
@@ -68,6 +68,7 @@ class TrackSettings:
     margin: float = 6.0
     min_frames: int = 2
     rejoin: float = 5.0  # seconds a track gone mid-picture may be continued by a new one appearing there
+    mode: str = "net"  # what a track adds to the counts: net or every (odpipe.video.counting)
     lines: Sequence[Mapping] = ()
     zones: Sequence[Mapping] = ()
     codec: str = "mp4v"
@@ -85,6 +86,7 @@ class TrackSettings:
             margin=float(count["margin"]),
             min_frames=int(count["min_frames"]),
             rejoin=float(count["rejoin"]),
+            mode=str(count["mode"]),
             lines=list(lines),
             zones=list(zones),
             codec=track["codec"],
@@ -99,7 +101,8 @@ class TrackResult:
     seconds: float = 0.0  # wall time of the whole loop, decoding and writing included
     tracks: int = 0
     events: list[Event] = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)  # in the configured mode
+    counts_by_mode: dict = field(default_factory=dict)  # every mode's, for the report's count errors
     stream_ended: bool = False  # a stream stopped sending (a stream has no natural end)
     stalled: str | None = None  # why reading stopped early, when it did
     video_fps: float = 0.0
@@ -124,19 +127,28 @@ class TrackAndCount:
     spoken, kept apart so that ground-truth boxes (tests, benchmarks) can go through it too."""
 
     tracker: Tracker
-    counter: Counter
+    counter: Counter  # in the configured mode: its events and counts are the run's
     width: int
     height: int
+    others: tuple[Counter, ...] = ()  # the other modes, fed the same tracks: the report scores each
 
     @classmethod
     def from_settings(cls, settings: TrackSettings, width: int, height: int) -> TrackAndCount:
         """The configured tracker, and a counter of the configured lines and zones on a frame of
-        this size (where relative coordinates become pixels)."""
+        this size (where relative coordinates become pixels) in each counting mode."""
         counters = [resolve(c, width, height) for c in counters_from_config(settings.lines, settings.zones)]
-        counter = Counter(
-            counters, settings.anchor, settings.margin, settings.min_frames, (width, height), settings.rejoin
-        )
-        return cls(make_tracker(settings.method, settings.tracker), counter, width, height)
+        by_mode = {
+            mode: Counter(
+                counters, settings.anchor, settings.margin, settings.min_frames, (width, height), settings.rejoin, mode
+            )
+            for mode in (settings.mode, *(m for m in MODES if m != settings.mode))
+        }
+        counter, *others = by_mode.values()
+        return cls(make_tracker(settings.method, settings.tracker), counter, width, height, tuple(others))
+
+    @property
+    def counts_by_mode(self) -> dict[str, dict]:
+        return {c.mode: c.counts for c in (self.counter, *self.others)}
 
     def step(
         self, index: int, time_s: float, detections: Sequence[Detection] | None
@@ -148,12 +160,18 @@ class TrackAndCount:
         else:
             tracked = self.tracker.update(*detections_arrays(detections))
         tracked = [t for t in (inside(t, self.width, self.height) for t in tracked) if t is not None]
-        events = self.counter.update(index, time_s, tracked) + self.counter.end_tracks(self.tracker.removed)
+        removed = self.tracker.removed
+        for other in self.others:
+            other.update(index, time_s, tracked)
+            other.end_tracks(removed)
+        events = self.counter.update(index, time_s, tracked) + self.counter.end_tracks(removed)
         return tracked, events
 
     def finish(self) -> list[Event]:
         """The video ended: counts still pending on tracks that were alive are confirmed."""
         self.tracker.finish()
+        for other in self.others:
+            other.finish()
         return self.counter.finish()
 
 
@@ -356,6 +374,7 @@ def track_video(
         result.seconds = time.perf_counter() - started
         result.tracks = len(seen_ids)
         result.counts = named_counts(counter.counts, categories)
+        result.counts_by_mode = {mode: named_counts(c, categories) for mode, c in follow.counts_by_mode.items()}
         result.stream_ended = is_stream(source.name) and result.stalled is None
         if result.stream_ended:
             log.warning("%s: the stream ended after %d frames; results cover those frames", source.name, result.frames)
@@ -379,6 +398,7 @@ def event_row(event: Event, categories: Mapping[int, str]) -> dict:
         "track": event.track_id,
         "class": class_name(categories, event.class_id),
         "direction": event.direction,
+        "change": event.change,
     }
 
 
@@ -426,6 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=TrackSettings.min_score)
     parser.add_argument("--line", type=parse_line, action="append", default=[], help="NAME:X1,Y1,X2,Y2 (repeatable)")
     parser.add_argument("--zone", type=parse_zone, action="append", default=[], help="NAME:X1,Y1,...,Xn,Yn")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=TrackSettings.mode,
+        help="net: a track counts at most once, where it ended up (default); every: each crossing",
+    )
     parser.add_argument("--anchor", choices=ANCHORS, default=TrackSettings.anchor)
     parser.add_argument("--margin", type=float, default=TrackSettings.margin, help="dead band around lines, px")
     parser.add_argument("--min-frames", type=int, default=TrackSettings.min_frames)
@@ -458,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         margin=args.margin,
         min_frames=args.min_frames,
         rejoin=args.rejoin,
+        mode=args.mode,
         lines=args.line,
         zones=args.zone,
         codec=args.codec,

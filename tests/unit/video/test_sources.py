@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from odpipe.video.metrics import read_mot
-from odpipe.video.sources import load, prepare
+from odpipe.video.sources import load, prepare, true_counts
 
 LINES = [{"name": "middle", "start": [0, 150], "end": [320, 150]}]
 SHORT = {"source": "synthetic", "num_frames": 120, "num_objects": 6, "lines": LINES, "zones": []}
@@ -20,7 +20,17 @@ def test_the_built_in_video_comes_with_its_truth(tmp_path: Path) -> None:
     prepare(SHORT, ["circle", "square", "triangle"], tmp_path)
     video = load(tmp_path)
     assert video is not None and video.video.stat().st_size > 0 and video.fps == 15
-    assert read_mot(video.ground_truth) and set(json.loads(video.counts.read_text())) == {"middle"}
+    assert read_mot(video.ground_truth) and set(json.loads(video.counts.read_text())) == {"net", "every"}
+    assert set(true_counts(video.counts, "every")["every"]) == {"middle"}  # each mode's truth
+
+
+def test_a_users_true_counts_are_those_of_the_configured_mode(tmp_path: Path) -> None:
+    """A file of counts per line is the truth of the mode track counts in; one per mode, of each."""
+    per_line = {"middle": {"in": {"circle": 2}, "out": {}}}
+    (tmp_path / "mine.json").write_text(json.dumps(per_line))
+    assert true_counts(tmp_path / "mine.json", "every") == {"every": per_line}
+    (tmp_path / "both.json").write_text(json.dumps({"net": per_line, "every": per_line}))
+    assert set(true_counts(tmp_path / "both.json", "every")) == {"net", "every"}
 
 
 def test_a_dataset_of_other_classes_gets_no_built_in_video(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from odpipe.video.io import VideoError
 from odpipe.video.metrics import MOT_COLUMNS, read_mot
 from odpipe.video.synthetic import (
     HOVER_REACH,
+    SWING_REACH,
+    TRUTH_BAND,
     Line,
     Truth,
     VideoSpec,
@@ -55,17 +57,22 @@ def _anchor_offset(row: dict) -> float:
 
 
 def _recount(truth: Truth, classes: tuple[str, ...]) -> dict:
-    """Counts from the first and last visible box of each id: fair because every scripted crossing
-    happens in view and every object enters and leaves through the frame's edges."""
-    counts = {"in": dict.fromkeys(classes, 0), "out": dict.fromkeys(classes, 0)}
+    """Counts in each mode from the visible boxes of each id: ``net`` from the first and last,
+    ``every`` from each move across the line beyond the band, frame by frame. Fair because every
+    scripted crossing happens in view and every object enters and leaves through the frame's edges."""
+    counts = {mode: {"in": dict.fromkeys(classes, 0), "out": dict.fromkeys(classes, 0)} for mode in ("net", "every")}
     for rows in _rows_by_id(truth).values():
-        first, last = _anchor_offset(rows[0]), _anchor_offset(rows[-1])
+        offsets = [_anchor_offset(row) for row in rows]
         label = classes[rows[0]["class"] - 1]
-        if first < 0 < last:
-            counts["in"][label] += 1
-        elif last < 0 < first:
-            counts["out"][label] += 1
-    return {"middle": counts}
+        if offsets[0] < 0 < offsets[-1]:
+            counts["net"]["in"][label] += 1
+        elif offsets[-1] < 0 < offsets[0]:
+            counts["net"]["out"][label] += 1
+        sides = [1 if o > TRUTH_BAND else -1 for o in offsets if abs(o) > TRUTH_BAND]
+        for before, after in zip(sides, sides[1:], strict=False):
+            if before != after:
+                counts["every"]["in" if after > 0 else "out"][label] += 1
+    return {mode: {"middle": per_line} for mode, per_line in counts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +128,8 @@ def test_true_counts_agree_with_the_visible_boxes(seed: int) -> None:
 def test_default_scenario_holds_the_hard_cases() -> None:
     spec = VideoSpec()
     truth = ground_truth(spec)
-    counts = truth.counts["middle"]
-    assert sum(counts["in"].values()) >= 6 and sum(counts["out"].values()) >= 4
+    counts = truth.counts["net"]["middle"]
+    assert sum(counts["in"].values()) >= 5 and sum(counts["out"].values()) >= 4
     assert min(row["visibility"] for row in truth.rows) < 0.7  # someone is hidden behind someone
     assert max(Counter(row["frame"] for row in truth.rows).values()) >= 4
     roles = Counter(truth.roles.values())
@@ -145,8 +152,8 @@ def test_counts_name_every_line_direction_and_class(tmp_path: Path) -> None:
     lines = [{"name": "middle", "start": [0, 150], "end": [320, 150]}, ("left", (100, 0), (100, 240))]
     spec = replace(SHORT, lines=lines, classes=["circle", "square", "triangle", "diamond"])
     truth = ground_truth(spec)
-    assert set(truth.counts) == {"middle", "left"}
-    for per_line in truth.counts.values():
+    assert set(truth.counts) == {"net", "every"} and set(truth.counts["net"]) == {"middle", "left"}
+    for per_line in truth.counts["every"].values():
         assert set(per_line) == {"in", "out"}
         assert all(set(per_class) == set(spec.classes) for per_class in per_line.values())
     write_truth(truth, tmp_path / "gt.csv", tmp_path / "counts.json")
@@ -205,3 +212,30 @@ def test_unwritable_video_names_the_path_and_the_codecs_that_work(tmp_path: Path
     with pytest.raises(VideoError, match="mp4v") as error:
         render_video(SHORT, blocked)
     assert str(blocked) in str(error.value) and "H.264" in str(error.value)
+
+
+def _sides(truth: Truth, number: int, band: float = TRUTH_BAND) -> list[int]:
+    """The sides of the line an object's visible anchor was on, beyond the band, in order, repeats merged."""
+    sides = [int(np.sign(o)) for o in map(_anchor_offset, _rows_by_id(truth)[number]) if abs(o) > band]
+    return [side for i, side in enumerate(sides) if i == 0 or side != sides[i - 1]]
+
+
+def test_default_scenario_holds_the_cases_where_counting_modes_differ() -> None:
+    """A hover across the line ending on the far side, a U-turn, a stop on the line, two objects
+    crossing side by side in opposite directions; each with its count in each mode."""
+    truth = ground_truth(VideoSpec())
+    role = {r: [n for n, rr in truth.roles.items() if rr == r] for r in set(truth.roles.values())}
+    (hover,), (u_turn,), (stopper,) = role["hover_across"], role["u_turn"], role["stop_on_line"]
+    assert len(_sides(truth, hover)) >= 6 and _sides(truth, hover)[0] != _sides(truth, hover)[-1]
+    swings = np.abs([_anchor_offset(row) for row in _rows_by_id(truth)[hover]])
+    assert max(swings[len(swings) // 3 : 2 * len(swings) // 3]) <= SWING_REACH[1] + 1  # swings stay near the line
+    assert len(_sides(truth, u_turn)) == 3  # across and back
+    stops = Counter(tuple(row[k] for k in "xywh") for row in _rows_by_id(truth)[stopper])
+    ((still, frames),) = stops.most_common(1)
+    assert abs(still[1] + still[3] - LINE_Y) <= 1 and frames >= VideoSpec().fps  # 1 s or more on the line
+    assert len(_sides(truth, stopper)) == 2
+    first, second = (_rows_by_id(truth)[n] for n in role["opposite"])
+    assert abs(first[0]["frame"] - second[0]["frame"]) < VideoSpec().fps  # together ...
+    assert _sides(truth, role["opposite"][0]) == _sides(truth, role["opposite"][1])[::-1]  # ... opposite ways
+    every, net = (sum(sum(d.values()) for d in truth.counts[m]["middle"].values()) for m in ("every", "net"))
+    assert every == net + (len(_sides(truth, hover)) - 2) + 2  # the hover's extra crossings, the U-turn's two
