@@ -9,12 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from odpipe.data import annotations as odpipe_annotations
 from odpipe.data.annotations import CSV_COLUMNS, Annotation, read_voc, to_csv_rows, trainable
 from odpipe.data.synthetic import generate
-from odpipe.detect.clean import ClassRules, CleanPolicy, clean_folder
-from odpipe.detect.formats import ImageIndex, detect_format, voc_imagesets
+from odpipe.detect.clean import ClassRules, CleanPolicy, account, clean, clean_folder
+from odpipe.detect.formats import ImageIndex, detect_format, read_dataset, voc_imagesets
 from odpipe.detect.label_map import class_ids
 from tests.conftest import CLASSES
 from tests.helpers.formats import FRUITS, write_coco, write_yolo
@@ -150,3 +151,33 @@ def test_real_voc_layout_with_imagesets(tmp_path: Path) -> None:
     lists = voc_imagesets(root, ImageIndex(root))
     assert {n for n, s in lists.items() if s == "test"} == {"VOC2007/JPEGImages/10.jpg", "VOC2007/JPEGImages/15.jpg"}
     assert len(lists) == 18
+
+
+@pytest.mark.parametrize("fmt", ["voc", "csv", "coco", "linkedai", "yolo"])
+def test_every_file_of_each_format_ends_in_one_place(spec, tmp_path: Path, fmt: str) -> None:
+    """The same images in each format, with a README and an image no annotation names: the images
+    and annotation files kept, the class table said so, the README not read, the lone image
+    dropped; the places add up to the files on disk."""
+    voc = tmp_path / "voc"
+    images = generate(spec, voc)
+    annotations = [read_voc(p) for p in sorted(voc.glob("*.xml"))]
+    folder = voc if fmt == "voc" else tmp_path / fmt
+    if fmt != "voc":
+        _images_only(voc, folder / "images" if fmt == "yolo" else folder)
+        writers = {"csv": write_csv_format, "coco": write_coco, "linkedai": write_linkedai, "yolo": write_yolo}
+        writers[fmt](*((annotations, folder, {}) if fmt == "csv" else (annotations, folder)))
+    (folder / "README.md").write_text("how these were labelled\n")
+    (folder / "extra").mkdir()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "extra" / "lone.jpg")
+    index, parsed = read_dataset(folder, "auto", {})
+    result = clean(
+        folder, tmp_path / "out", index=index, parsed=parsed, rules=ClassRules(CLASSES), policy=CleanPolicy()
+    )
+    files, not_inputs = account(folder, index, parsed, result.dropped)
+    on_disk = sum(1 for p in folder.rglob("*") if p.is_file())
+    assert parsed.format == fmt and files["found"] == on_disk
+    per_image = fmt in ("voc", "yolo")  # one label file per image, else one file for all
+    assert files["kept"] == len(images) + (len(images) if per_image else 1)
+    assert files["dropped"] == {"no_annotation": 1}
+    tables = {"classes.txt": "class_table"} if fmt == "yolo" else {}
+    assert {i.file: i.reason for i in not_inputs} == {"README.md": "not_read", **tables}
