@@ -17,9 +17,13 @@ handled here by one rule:
 - an object hidden by another while it crosses comes out on the far side under a new id, whose first
   side is already the new one, and is never counted: with ``frame_size``, a track that first shows up
   away from the frame edges (it did not come into the picture, it came out from behind something)
-  takes over the state of a track of its class that vanished away from the edges less than ``rejoin``
-  seconds before, within reach of where it reappears. The state moves, it is not copied: what the old
-  id counted, the new one cannot count again.
+  takes over the state of a track that vanished away from the edges less than ``rejoin`` seconds
+  before, within reach of where it reappears. The state moves, it is not copied: what the old id
+  counted, the new one cannot count again. The class is not required to match: the part of an object
+  that shows past whatever hides it is often taken for another class;
+- so an object's counts are held under the class it has been detected as most over its whole life
+  (detection scores summed per class, across every id it had), not the class of the frame in which it
+  crossed: when that majority changes, its counts move to the new class (events of change -n and +n).
 
 What a track adds to the counts is the ``mode``'s (each tested on scripted hovers, U-turns and
 stop-and-go paths):
@@ -47,7 +51,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -130,7 +134,9 @@ class Event:
     """One confirmed crossing. ``frame`` (1-based) and ``time`` (seconds) are those of the first frame
     in which the anchor was seen beyond the band on the new side, not of the confirming frame, so that
     events line up with the video where the crossing happened. ``change`` is what it does to the count
-    of ``direction``: +1, or -1 when the ``net`` mode takes back a track's count (it crossed back)."""
+    of ``direction`` and ``class_id``: +1 for a crossing, -1 when the ``net`` mode takes back a track's
+    count (it crossed back); when the class a track is counted under changes (see the module's
+    docstring), -n under the old class and +n under the new one, dated at the frame that changed it."""
 
     frame: int
     time: float
@@ -287,12 +293,29 @@ class _State:
     first: tuple[int, float] = (0, 0.0)  # frame and time of the first observation beyond the band on it
     seen: int = 0  # observations beyond the band on the pending side
     last: Point | None = None  # latest of those observations
-    net: tuple[int, int] | None = None  # net mode: the count this track holds, (side it went to, class)
+    held: dict[Direction, int] = field(default_factory=dict)  # the counts this track adds, by direction
 
     @classmethod
     def fresh(cls, counter: Line | Zone) -> _State:
         """A new track's state: outside a zone until seen inside; nowhere yet for a line."""
         return cls(side=-1, origin=-1) if isinstance(counter, Zone) else cls()
+
+
+@dataclass
+class _Life:
+    """One object as the counter knows it, under all the ids it had: its state against each counter and
+    the class its counts are held under, the one with the most summed detection score (``votes``)."""
+
+    states: list[_State]
+    class_id: int
+    votes: dict[int, float] = field(default_factory=dict)
+
+    def vote(self, tracked: Tracked) -> int:
+        """Add a detected box's score to its class; returns the class now leading. A frame the tracker
+        only predicted adds nothing: it carries no new evidence of what the object is."""
+        if tracked.detected:
+            self.votes[tracked.class_id] = self.votes.get(tracked.class_id, 0.0) + tracked.score
+        return max(self.votes, key=self.votes.__getitem__) if self.votes else self.class_id
 
 
 class Counter:
@@ -332,13 +355,12 @@ class Counter:
         self.anchor = anchor
         self.min_frames = min_frames
         self._bands = [dead_band(counter, margin, frame_size) for counter in self.counters]
-        self._states: dict[int, list[_State]] = {}
-        self._classes: dict[int, int] = {}
+        self._lives: dict[int, _Life] = {}
         self._boxes: dict[int, Tracked] = {}  # each track's latest box: did it leave the picture?
         self._frame_size, self._margin = frame_size, margin
         self._rejoin = rejoin if frame_size is not None else 0.0  # the edges must be known
         self._seen: dict[int, float] = {}  # time each track was last reported
-        self._vanished: dict[int, tuple[float, Tracked, list[_State]]] = {}  # ended mid-picture
+        self._vanished: dict[int, tuple[float, Tracked, _Life]] = {}  # ended mid-picture
         self._counts: dict[str, dict[str, dict[int, int]]] = {c.name: {"in": {}, "out": {}} for c in self.counters}
 
     @property
@@ -358,19 +380,20 @@ class Counter:
         self._vanished = {i: v for i, v in self._vanished.items() if time - v[0] <= self._rejoin}
         for tracked in tracks:
             point = anchor_point(tracked, self.anchor)
-            if tracked.track_id not in self._states:
-                self._states[tracked.track_id] = self._continued(tracked, time, present) or [
-                    _State.fresh(counter) for counter in self.counters
-                ]
-            self._classes[tracked.track_id] = tracked.class_id
+            if tracked.track_id not in self._lives:
+                self._lives[tracked.track_id] = self._continued(tracked, time, present) or _Life(
+                    [_State.fresh(counter) for counter in self.counters], tracked.class_id
+                )
             self._boxes[tracked.track_id] = tracked
             self._seen[tracked.track_id] = time
-            states = self._states[tracked.track_id]
-            for counter, (low, high), state in zip(self.counters, self._bands, states, strict=True):
+            life = self._lives[tracked.track_id]
+            if (leading := life.vote(tracked)) != life.class_id:
+                events += self._reclass(life, leading, frame, time, tracked.track_id)
+            for counter, (low, high), state in zip(self.counters, self._bands, life.states, strict=True):
                 distance = signed_distance(counter, point)
                 side = 1 if distance > high else -1 if distance < -low else 0
                 if self._observe(state, counter, side, point, frame, time):
-                    events += self._confirm(state, counter, tracked.track_id)
+                    events += self._confirm(state, counter, tracked.track_id, life.class_id)
         return events
 
     def end_tracks(self, track_ids: Iterable[int], video_ended: bool = False) -> list[Event]:
@@ -381,33 +404,33 @@ class Counter:
         is not enough to count. Without ``frame_size`` every pending crossing is confirmed."""
         events: list[Event] = []
         for track_id in track_ids:
-            if track_id not in self._states:
+            if track_id not in self._lives:
                 continue
             left = video_ended or self._at_edge(self._boxes[track_id])
-            states = self._states.pop(track_id)
+            life = self._lives.pop(track_id)
             if not left and self._rejoin:  # gone mid-picture: hidden, perhaps, to come out under a new id
-                self._vanished[track_id] = (self._seen[track_id], self._boxes[track_id], states)
-            for counter, state in zip(self.counters, states, strict=True):
+                self._vanished[track_id] = (self._seen[track_id], self._boxes[track_id], life)
+            for counter, state in zip(self.counters, life.states, strict=True):
                 if state.pending and left:
-                    events += self._confirm(state, counter, track_id)
-            del self._classes[track_id], self._boxes[track_id], self._seen[track_id]
+                    events += self._confirm(state, counter, track_id, life.class_id)
+            del self._boxes[track_id], self._seen[track_id]
         return events
 
-    def _continued(self, tracked: Tracked, time: float, present: set[int]) -> list[_State] | None:
-        """The states of the track that ``tracked``, new and away from the edges, continues: of those
-        of its class not seen now, last seen away from the edges less than ``rejoin`` s ago, the one
+    def _continued(self, tracked: Tracked, time: float, present: set[int]) -> _Life | None:
+        """The life of the track that ``tracked``, new and away from the edges, continues: of those
+        not seen now, last seen away from the edges less than ``rejoin`` s ago, the one
         whose last anchor is nearest to its anchor, within the larger box's size plus that size per
         second of the gap (objects rarely move faster); None when there is none. The state is taken
         from the old track, which starts afresh should it come back."""
         if not self._rejoin or self._at_edge(tracked):
             return None
         point = np.array(anchor_point(tracked, self.anchor))
-        candidates = [(i, self._seen[i], self._boxes[i]) for i in self._states if i not in present]
+        candidates = [(i, self._seen[i], self._boxes[i]) for i in self._lives if i not in present]
         candidates += [(i, seen, box) for i, (seen, box, _) in self._vanished.items()]
         best, nearest = None, math.inf
         for track_id, seen, box in candidates:
             gap = time - seen
-            if not 0 < gap <= self._rejoin or box.class_id != tracked.class_id or self._at_edge(box):
+            if not 0 < gap <= self._rejoin or self._at_edge(box):
                 continue
             size = max(max(b.xmax - b.xmin, b.ymax - b.ymin) for b in (box, tracked))
             distance = float(np.hypot(*(point - anchor_point(box, self.anchor))))
@@ -417,12 +440,12 @@ class Counter:
             return None
         if best in self._vanished:
             return self._vanished.pop(best)[2]
-        del self._classes[best], self._boxes[best], self._seen[best]
-        return self._states.pop(best)
+        del self._boxes[best], self._seen[best]
+        return self._lives.pop(best)
 
     def finish(self) -> list[Event]:
         """The video ended: every track ends, and what is pending is confirmed."""
-        return self.end_tracks(list(self._states), video_ended=True)
+        return self.end_tracks(list(self._lives), video_ended=True)
 
     def _at_edge(self, box: Tracked) -> bool:
         if self._frame_size is None:
@@ -448,31 +471,42 @@ class Counter:
         state.last = point
         return state.seen >= self.min_frames
 
-    def _confirm(self, state: _State, counter: Line | Zone, track_id: int) -> list[Event]:
+    def _confirm(self, state: _State, counter: Line | Zone, track_id: int, class_id: int) -> list[Event]:
         """Make a pending crossing the track's side, and count it as the mode says: every crossing,
         or (net) the track's count moved to where it now is, none when back where it came from."""
         side = state.pending
         state.side, state.anchor, state.pending = side, state.last, 0
         frame, time = state.first
-        if self.mode == "every":
-            return [
-                self._count(counter, Event(frame, time, counter.name, track_id, self._classes[track_id], _way(side)))
-            ]
         events = []
-        if state.net is not None:  # crossed back: what it counted is taken back
-            went, class_id = state.net
-            events.append(self._count(counter, Event(frame, time, counter.name, track_id, class_id, _way(went), -1)))
-            state.net = None
-        if side != state.origin:
-            state.net = (side, self._classes[track_id])
-            events.append(self._count(counter, Event(frame, time, counter.name, track_id, state.net[1], _way(side))))
+        if self.mode == "net":  # at most one count: the one it held is taken back
+            events += [
+                self._count(counter, Event(frame, time, counter.name, track_id, class_id, way, -n), state)
+                for way, n in list(state.held.items())
+            ]
+            if side == state.origin:
+                return events
+        return events + [self._count(counter, Event(frame, time, counter.name, track_id, class_id, _way(side)), state)]
+
+    def _reclass(self, life: _Life, class_id: int, frame: int, time: float, track_id: int) -> list[Event]:
+        """Move the counts an object holds from the class they were held under to ``class_id``."""
+        events = [
+            self._count(counter, Event(frame, time, counter.name, track_id, klass, way, sign * n), state)
+            for counter, state in zip(self.counters, life.states, strict=True)
+            for way, n in list(state.held.items())
+            for klass, sign in ((life.class_id, -1), (class_id, 1))
+        ]
+        life.class_id = class_id
         return events
 
-    def _count(self, counter: Line | Zone, event: Event) -> Event:
+    def _count(self, counter: Line | Zone, event: Event, state: _State) -> Event:
+        """Apply an event to the counts, and to what the track holds (regardless of class)."""
         by_class = self._counts[counter.name][event.direction]
         by_class[event.class_id] = by_class.get(event.class_id, 0) + event.change
         if not by_class[event.class_id]:
             del by_class[event.class_id]
+        state.held[event.direction] = state.held.get(event.direction, 0) + event.change
+        if not state.held[event.direction]:
+            del state.held[event.direction]
         return event
 
 

@@ -293,11 +293,30 @@ def test_an_object_hidden_while_crossing_counts_under_its_new_id() -> None:
     assert play(Counter([DOWN]), hidden_crossing()) == []
 
 
-@pytest.mark.parametrize(
-    "change", [{"new_class": 2}, {"new_x": 280}, {"gap": 60}], ids=["other class", "out of reach", "too late"]
-)
-def test_a_new_track_continues_no_track_of_another_class_far_away_or_long_gone(change: dict) -> None:
+@pytest.mark.parametrize("change", [{"new_x": 280}, {"gap": 60}], ids=["out of reach", "too late"])
+def test_a_new_track_continues_no_track_far_away_or_long_gone(change: dict) -> None:
     assert play(Counter([DOWN], frame_size=FRAME, rejoin=5), hidden_crossing(**change)) == []
+
+
+def test_a_hidden_object_labelled_otherwise_when_it_shows_again_counts_under_its_class_of_most_frames() -> None:
+    """What shows of an object coming out from behind another is often taken for another class: the
+    new id continues the old one whatever its class, and the count goes to the class of the object's
+    life (11 frames of class 1 against 8 of class 2)."""
+    counter = Counter([DOWN], frame_size=FRAME)
+    events = play(counter, hidden_crossing(new_class=2))
+    assert [(e.track_id, e.class_id, e.direction, e.change) for e in events] == [(2, 1, "in", 1)]
+    assert counter.counts == {"down": {"in": {1: 1}, "out": {}}}
+
+
+@pytest.mark.parametrize("mode", ["net", "every"])
+def test_counts_move_to_the_class_an_object_is_seen_as_most_once_it_leads(mode: str) -> None:
+    """Labelled 2 for its first 8 frames (crossing at the 8th), then 1 for 12: counted as 2, then moved
+    to 1 when class 1's summed score overtakes, by a pair of events that keep every sum right."""
+    frames = [[box(1, 160, y, class_id=2 if i < 8 else 1)] for i, y in enumerate(range(90, 190, 5))]
+    counter = Counter([DOWN], mode=mode)
+    events = play(counter, frames)
+    assert [(e.class_id, e.change, e.frame) for e in events] == [(2, 1, 8), (2, -1, 17), (1, 1, 17)]
+    assert counter.counts == {"down": {"in": {1: 1}, "out": {}}}
 
 
 def test_a_track_that_enters_at_the_frame_edge_continues_nothing() -> None:
