@@ -19,7 +19,7 @@ env: $(STAMP)  ## create the virtual environment (once)
 $(STAMP): pyproject.toml constraints.txt
 	python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,server,s3]'
 	$(PY) -m pip install -q --no-deps tf-object-detection-api==0.1 lvis==0.5.3
 	@# An environment made before odpipe went headless-only also holds the GUI build, which shares
 	@# the cv2 folder: remove it, then put the headless build's files back.
