@@ -59,7 +59,7 @@ REQUIRED = {
     "override",
     [
         f"{group}={p.stem}"
-        for group in ("dataset", "model", "augment", "video", "experiment", "task")
+        for group in ("dataset", "model", "augment", "video", "experiment", "task", "mlflow")
         for p in sorted((ROOT / "conf" / group).glob("*.yaml"))
     ],
 )
@@ -81,6 +81,13 @@ def test_the_smoke_experiment_composes_for_every_task(task: str, tmp_path: Path)
     folder = ROOT / TASK_FOLDERS[task]
     for name in stage_names(folder):
         select_keys(cfg, declared_params(name, folder / "dvc.yaml"))
+
+
+@pytest.mark.parametrize("task", sorted(TASK_FOLDERS))
+def test_mlflow_server_sends_every_tasks_runs_to_one_server_under_its_own_experiment(task: str) -> None:
+    local, server = (compose_config(ROOT, [f"task={task}", f"mlflow={store}"]).mlflow for store in ("local", "server"))
+    assert local.tracking_uri == "sqlite:///mlflow.db"
+    assert server.tracking_uri.startswith("http://") and server.experiment_name == local.experiment_name
 
 
 def test_stage_config_refuses_undeclared_keys() -> None:
