@@ -40,9 +40,9 @@ from odpipe.core.images import readable_bytes
 from odpipe.core.runtime import compose_config
 from odpipe.detect.detectors import load_detector
 from odpipe.detect.evaluate import detect
-from odpipe.detect.serve import DEFAULT_MIN_SCORE, register_model
+from odpipe.detect.serve import DEFAULT_MIN_SCORE, log_model
 from odpipe.devtools.servers import scoring_server
-from odpipe.engine.mlflow_runs import create_run, global_tracking_uri, open_client
+from odpipe.engine.mlflow_runs import create_run, global_tracking_uri, open_client, register_version
 from odpipe.engine.pyfunc import IMAGE
 
 NAME = "odpipe-detector"
@@ -151,14 +151,8 @@ def main() -> None:
         print("registering the export in a temporary MLflow store ...", flush=True)
         uri = f"sqlite:///{work / 'mlflow.db'}"
         client = open_client(uri)
-        version = register_model(
-            client,
-            create_run(client, "serving-speed", work, {}),
-            model,
-            name=NAME,
-            metrics={},
-            split_sha256="benchmark",
-        )
+        run_id = create_run(client, "serving-speed", work, {})
+        version = register_version(client, NAME, log_model(client, run_id, model), run_id, {}, "benchmark")
         print("loading the SavedModel and the pyfunc model in-process ...", flush=True)
         detector = load_detector(model)
         with global_tracking_uri(uri):

@@ -24,7 +24,7 @@ from odpipe.detect.evaluate import (
 from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
 from odpipe.detect.records import group_csv_rows
-from odpipe.detect.serve import register_model
+from odpipe.detect.serve import log_model
 from odpipe.engine.gate import DETECT_GATE
 from odpipe.engine.mlflow_runs import (
     file_stem,
@@ -96,16 +96,14 @@ def main(cfg: DictConfig) -> None:
     produced = (cfg.paths.evaluate_report, cfg.paths.f1_curve, cfg.paths.augment_preview, pr_dir, samples_dir)
     exported_files = [export_dir / FORMAT_PATHS[f] for f in cfg.export.formats if f != "saved_model"]
     tracked = (cfg.paths.track_report, cfg.paths.track, cfg.paths.track_frames)
-    name = cfg.evaluate.registered_model
     record_results(
         cfg,
         report,
         metric=DETECT_GATE,
         split_file=Path(cfg.paths.convert) / f"{cfg.evaluate.split}.csv",
         artifacts=[Path(p) for p in (*reports, *produced, *tracked, *exported_files)],
-        register=lambda client, run_id, split: register_model(
-            client, run_id, export_dir, name=name, metrics=metrics, split_sha256=split
-        ),
+        log_model=lambda client, run_id: log_model(client, run_id, export_dir),
+        version_tags=metrics,
         extra_metrics=numeric(json.loads(Path(cfg.paths.track_report).read_text()), "track/"),
     )
 

@@ -55,8 +55,6 @@ class ClassifierModel(ExportFolderModel):
             }
 
 
-def register_classifier(
-    client: MlflowClient, run_id: str, export_dir: Path, *, name: str, metrics: dict[str, float], split_sha256: str
-) -> str:
-    """Log the export to the run and register it as a new version of ``name``; returns the version."""
-    return ClassifierModel().register(client, run_id, export_dir, name, metrics, split_sha256)
+def log_model(client: MlflowClient, run_id: str, export_dir: Path) -> str:
+    """Log the export to the run as a loadable MLflow model; returns its model id."""
+    return ClassifierModel().log(client, run_id, export_dir)

@@ -34,7 +34,7 @@ from odpipe.engine.pyfunc import (
     PATH,
     input_paths,
     invalid,
-    log_and_register,
+    log_pyfunc,
     parse_images,
     signature,
 )
@@ -114,14 +114,12 @@ class DetectorModel(PythonModel):
         return detections_frame(per_image, self.categories, input_paths(model_input))
 
 
-def register_model(
-    client: MlflowClient, run_id: str, export_dir: Path, *, name: str, metrics: Mapping[str, float], split_sha256: str
-) -> str:
-    """Log the export to the run as a loadable MLflow model and register it as a new version of
-    ``name`` (:func:`odpipe.engine.pyfunc.log_and_register`); returns the version. Here and not in
-    odpipe.engine.mlflow_runs, which train imports too: DVC tracks the modules a stage imports, and the serving
-    code must not make train rerun. ``min_score`` is a request param (``{"params": {"min_score": 0.3}}``)."""
+def log_model(client: MlflowClient, run_id: str, export_dir: Path) -> str:
+    """Log the export to the run as a loadable MLflow model (:func:`odpipe.engine.pyfunc.log_pyfunc`);
+    returns its model id. Here and not in odpipe.engine.mlflow_runs, which train imports too: DVC
+    tracks the modules a stage imports, and the serving code must not make train rerun.
+    ``min_score`` is a request param (``{"params": {"min_score": 0.3}}``)."""
     artifacts = {SAVED_MODEL: export_dir / SAVED_MODEL, LABEL_MAP: export_dir / LABEL_MAP_NAME}
     params = ParamSchema([ParamSpec(MIN_SCORE, "double", DEFAULT_MIN_SCORE)])
     model_signature = signature(OUTPUT_TYPES, params)
-    return log_and_register(client, run_id, DetectorModel(), artifacts, model_signature, name, metrics, split_sha256)
+    return log_pyfunc(client, run_id, DetectorModel(), artifacts, model_signature)

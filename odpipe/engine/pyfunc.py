@@ -1,7 +1,8 @@
 """What every task's MLflow model shares: the request's input (a DataFrame, one row per image,
 the encoded file in ``image`` as base64 text or bytes, an optional ``path`` echoed back), checked
 before any model runs, with a client's mistake answered as a 400 naming the rows; an input
-example; the stated requirements; and logging a model to its run then registering it."""
+example; the stated requirements; and logging a model to its run (registering it is the gate's
+call: :func:`odpipe.engine.mlflow_runs.register_version`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from odpipe.core.images import DECODE_ERRORS, readable_bytes
 from odpipe.engine.export_folder import CLASSES_FILE, SAVED_MODEL_DIR
-from odpipe.engine.mlflow_runs import active_run, register_version
+from odpipe.engine.mlflow_runs import active_run
 
 IMAGE, PATH = "image", "path"  # input columns
 MODEL_NAME = "model"  # the logged model's name on its run's page
@@ -138,12 +139,10 @@ class ExportFolderModel(PythonModel):
         frame = pd.DataFrame(rows, columns=list(self.OUTPUT))
         return frame if paths else frame.drop(columns=[PATH])
 
-    def register(
-        self, client: MlflowClient, run_id: str, export_dir: Path, name: str, metrics: Mapping[str, float], split: str
-    ) -> str:
-        """Log ``export_dir`` to the run as this model and register it as a new version of ``name``."""
+    def log(self, client: MlflowClient, run_id: str, export_dir: Path) -> str:
+        """Log ``export_dir`` to the run as this model; returns the logged model's id."""
         artifacts = {artifact: export_dir / artifact for artifact in self.FOLDER_ARTIFACTS}
-        return log_and_register(client, run_id, self, artifacts, signature(self.OUTPUT), name, metrics, split)
+        return log_pyfunc(client, run_id, self, artifacts, signature(self.OUTPUT))
 
 
 def signature(outputs: Mapping[str, str], params: ParamSchema | None = None) -> ModelSignature:
@@ -155,20 +154,17 @@ def signature(outputs: Mapping[str, str], params: ParamSchema | None = None) -> 
     )
 
 
-def log_and_register(
+def log_pyfunc(
     client: MlflowClient,
     run_id: str,
     python_model: PythonModel,
     artifacts: Mapping[str, Path],
     model_signature: ModelSignature,
-    name: str,
-    metrics: Mapping[str, float],
-    split_sha256: str,
 ) -> str:
-    """Log an export to run ``run_id`` as a pyfunc model (a LoggedModel on the run's page) and
-    register it as a new version of ``name``, its metrics as tags with the digest of the split
-    they were measured on; returns the version. The requirements are stated, not inferred:
-    inferring them loads the model in a subprocess."""
+    """Log an export to run ``run_id`` as a pyfunc model (a LoggedModel on the run's page, and
+    ``runs:/<run id>/model``); returns its model id. Every evaluated run does this, as MLflow's
+    autologging does, so that any run's model can be loaded, served or registered later. The
+    requirements are stated, not inferred: inferring them loads the model in a subprocess."""
     with active_run(client, run_id):
         logged = mlflow.pyfunc.log_model(
             name=MODEL_NAME,
@@ -178,4 +174,4 @@ def log_and_register(
             input_example=input_example(),
             pip_requirements=requirements(),
         )
-        return register_version(client, name, logged.model_id, run_id, metrics, split_sha256)
+    return logged.model_id

@@ -1,7 +1,7 @@
 """What every task's evaluate stage does with its results: complete the training's MLflow run
-(every upstream param, the metrics, the reports as artifacts), decide the quality gate against
-the versions registered on the same split, write the metrics file DVC reads, and register the
-model when the gate passes (or fail the stage, with ``evaluate.strict_gate``)."""
+(every upstream param, the metrics, the reports as artifacts, the model), decide the quality gate
+against the versions registered on the same split, write the metrics file DVC reads, and register
+the model when the gate passes (or fail the stage, with ``evaluate.strict_gate``)."""
 
 from __future__ import annotations
 
@@ -24,14 +24,15 @@ from odpipe.engine.mlflow_runs import (
     numeric,
     open_client,
     read_run_id,
+    register_version,
     resolve_tracking_uri,
     run_for_evaluation,
     run_status,
 )
 
 log = logging.getLogger(__name__)
-# Registers the evaluated export as a new version: (client, run id, split digest) -> version.
-Register = Callable[[MlflowClient, str, str], str]
+# Logs the evaluated export to a run as an MLflow model: (client, run id) -> logged model id.
+LogModel = Callable[[MlflowClient, str], str]
 
 
 def record_results(
@@ -41,12 +42,15 @@ def record_results(
     metric: GateMetric,
     split_file: Path,
     artifacts: Iterable[Path],
-    register: Register,
+    log_model: LogModel,
+    version_tags: Mapping[str, float],
     extra_metrics: Mapping[str, float] | None = None,
 ) -> dict:
     """Gate ``report[metric.key]``, write the report (with the gate's decision) to
-    ``paths.evaluate_report`` and record everything in the run; returns the report. The split's
-    digest (``split_file``) tags a registered version, so versions are compared on the same images."""
+    ``paths.evaluate_report`` and record everything in the run, the model included whatever the
+    gate says (anybody may load, serve or register any run's model later); returns the report. A
+    registered version is tagged with ``version_tags`` (the metrics it is compared on) and the
+    split's digest (``split_file``), so versions are compared on the same images."""
     client = open_client(resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
     params = flatten({k: v for k, v in OmegaConf.to_container(cfg).items() if k not in EVERY_STAGE})
     run_id = run_for_evaluation(
@@ -68,8 +72,10 @@ def record_results(
             log_metrics(client, run_id, dict(extra_metrics))
         client.set_tag(run_id, "odpipe.gate", gate.reason)
         log_artifacts(client, run_id, list(artifacts))
+        model_id = log_model(client, run_id)
         if gate.passed:
-            version = register(client, run_id, split_sha256)
+            name = options.registered_model
+            version = register_version(client, name, model_id, run_id, version_tags, split_sha256)
             log.info("registered %s version %s", options.registered_model, version)
         elif gate.passed is False and options.strict_gate:
             raise QualityGateError(f"quality gate failed (evaluate.strict_gate): {gate.reason}")

@@ -37,8 +37,6 @@ class SegmenterModel(ExportFolderModel):
             yield {"width": width, "height": height, MASK: base64.b64encode(encode_png(class_map)).decode()}
 
 
-def register_segmenter(
-    client: MlflowClient, run_id: str, export_dir: Path, *, name: str, metrics: dict[str, float], split_sha256: str
-) -> str:
-    """Log the export to the run and register it as a new version of ``name``; returns the version."""
-    return SegmenterModel().register(client, run_id, export_dir, name, metrics, split_sha256)
+def log_model(client: MlflowClient, run_id: str, export_dir: Path) -> str:
+    """Log the export to the run as a loadable MLflow model; returns its model id."""
+    return SegmenterModel().log(client, run_id, export_dir)

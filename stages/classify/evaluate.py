@@ -21,7 +21,7 @@ from odpipe.classify.metrics import (
 )
 from odpipe.classify.models import build_model
 from odpipe.classify.report import gradcam_figure, mistakes_gallery, reliability_diagram
-from odpipe.classify.serve import register_classifier
+from odpipe.classify.serve import log_model
 from odpipe.core.files import fresh_dir, write_csv
 from odpipe.core.runtime import stage
 from odpipe.engine.confusion import confusion_figure, normalised_confusion, row_shares
@@ -77,16 +77,14 @@ def main(cfg: DictConfig) -> None:
 
     reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
     produced = (cfg.paths.evaluate_report, cfg.paths.per_class, cfg.paths.per_class_markdown, cfg.paths.confusion)
-    name, scores = options.registered_model, flat_metrics(metrics)
     record_results(
         cfg,
         report,
         metric=gate_metric,
         split_file=split_csv,
         artifacts=[Path(p) for p in (*reports, *produced, cfg.paths.calibration, cfg.paths.augment_preview, samples)],
-        register=lambda client, run_id, split: register_classifier(
-            client, run_id, export_dir, name=name, metrics=scores, split_sha256=split
-        ),
+        log_model=lambda client, run_id: log_model(client, run_id, export_dir),
+        version_tags=flat_metrics(metrics),
     )
 
 

@@ -19,7 +19,7 @@ from odpipe.segment.evaluate import score_rows
 from odpipe.segment.export import load_segmenter
 from odpipe.segment.metrics import flat_metrics, per_class_markdown, per_class_rows, segmentation_metrics
 from odpipe.segment.report import gallery
-from odpipe.segment.serve import register_segmenter
+from odpipe.segment.serve import log_model
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,14 @@ def main(cfg: DictConfig) -> None:
 
     reports = (cfg.paths.clean_split_report, cfg.paths.clean_split_markdown, cfg.paths.clean_split_grid)
     produced = (cfg.paths.evaluate_report, cfg.paths.per_class, cfg.paths.per_class_markdown, cfg.paths.confusion)
-    name, scores_by_class = cfg.evaluate.registered_model, flat_metrics(metrics)
     record_results(
         cfg,
         report,
         metric=SEGMENT_GATE,
         split_file=split_csv,
         artifacts=[Path(p) for p in (*reports, *produced, cfg.paths.augment_preview, samples)],
-        register=lambda client, run_id, split: register_segmenter(
-            client, run_id, export_dir, name=name, metrics=scores_by_class, split_sha256=split
-        ),
+        log_model=lambda client, run_id: log_model(client, run_id, export_dir),
+        version_tags=flat_metrics(metrics),
     )
 
 

@@ -379,9 +379,9 @@ def test_track_command_on_a_video_and_its_errors(project: Path, tmp_path: Path) 
 
 
 def test_quality_gate_records_its_decision_and_registers_only_what_passes(project: Path) -> None:
-    """Below the gate is a result (gate_passed 0, nothing registered), a failure only when
-    strict; above it a version is registered; with min_improvement, only one that beats the
-    best registered version on the same split."""
+    """Below the gate is a result (gate_passed 0, nothing registered, the model logged on the run
+    all the same), a failure only when strict; above it a version is registered; with
+    min_improvement, only one that beats the best registered version on the same split."""
     paths = load_params(project).paths
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
 
@@ -399,6 +399,8 @@ def test_quality_gate_records_its_decision_and_registers_only_what_passes(projec
     trained = read_run_id(project / paths.mlflow_run)
     assert trained in (run.info.run_id, run.data.tags.get(TRAIN_RUN_TAG))
     assert run.data.metrics["gate_passed"] == 0
+    (below,) = client.get_run(run.info.run_id).outputs.model_outputs  # logged all the same, for later
+    assert {"MLmodel", "artifacts"} <= {a.path for a in client.list_logged_model_artifacts(below.model_id)}
     with pytest.raises(RuntimeError, match=r"quality gate failed \(evaluate.strict_gate\).*< evaluate.min_map 1.01"):
         _repro(project, ["evaluate.min_map=1.01", "evaluate.strict_gate=true"])
 

@@ -29,9 +29,9 @@ from odpipe.detect.evaluate import Detection, as_boxes, detect
 from odpipe.detect.export import LABEL_MAP_NAME
 from odpipe.detect.label_map import read_label_map
 from odpipe.detect.predict import predict_images
-from odpipe.detect.serve import DEFAULT_MIN_SCORE, detections_frame, register_model
+from odpipe.detect.serve import DEFAULT_MIN_SCORE, detections_frame, log_model
 from odpipe.devtools.servers import scoring_server
-from odpipe.engine.mlflow_runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client
+from odpipe.engine.mlflow_runs import SPLIT_TAG, TRACKING_URI_ENV, create_run, open_client, register_version
 from odpipe.engine.pyfunc import input_paths, parse_images
 from tests.helpers.models import logged_before_the_move
 
@@ -114,6 +114,7 @@ def test_detections_are_one_row_each_with_fixed_columns_even_when_there_are_none
 class Registered:
     uri: str  # the sqlite store holding the registry
     version: str
+    unregistered_run: str  # a run whose model was logged and not registered, as below a quality gate
     images: list[tuple[str, bytes]]  # (name, file bytes)
     expected: list[dict]  # what odpipe predict computes for them at min_score 0, unrounded
     predicted: list[dict]  # odpipe predict's own rows (rounded for its files) at min_score 0
@@ -158,9 +159,11 @@ def registered(tmp_path_factory, smoke_project: Path) -> Iterator[Registered]:
     uri = f"sqlite:///{base / 'registry' / 'mlflow.db'}"
     client = open_client(uri)
     run_id = create_run(client, "odpipe-serving", base / "registry", {})
-    version = register_model(client, run_id, export, name=NAME, metrics={"map": 0.25}, split_sha256="split-digest")
+    version = register_version(client, NAME, log_model(client, run_id, export), run_id, {"map": 0.25}, "split-digest")
+    unregistered = create_run(client, "odpipe-serving", base / "registry", {})
+    log_model(client, unregistered, export)
     assert TRACKING_URI_ENV not in os.environ  # logging through MLflow's global state left none behind
-    yield Registered(uri, version, images, _reference(export, images, 0.0), predicted)
+    yield Registered(uri, version, unregistered, images, _reference(export, images, 0.0), predicted)
     mp.undo()
 
 
@@ -266,8 +269,10 @@ def _post(url: str, body: object) -> tuple[int, dict]:
 
 @pytest.fixture
 def server(registered: Registered, tmp_path: Path) -> Iterator[str]:
-    """`mlflow models serve` of the registered version, always stopped."""
-    with scoring_server(f"models:/{NAME}/{registered.version}", registered.uri, tmp_path) as url:
+    """`mlflow models serve -m runs:/<run id>/model` of a run whose model nobody registered: every
+    evaluated run's model can be served (the registered version's is the same model, loaded in a
+    fresh process above); always stopped."""
+    with scoring_server(f"runs:/{registered.unregistered_run}/model", registered.uri, tmp_path) as url:
         yield url
 
 
