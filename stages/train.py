@@ -8,13 +8,12 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from odpipe.core.manifest import folder_digest, sha256_file
-from odpipe.core.project import project_root
 from odpipe.core.runtime import stage
 from odpipe.data.records import shard_pattern
 from odpipe.detect.backbones import backbone_init, code_digest
 from odpipe.detect.pipeline_config import load_pipeline
 from odpipe.detect.train import Progress, Schedule, check_val_data, fit
-from odpipe.engine.checkpoints import inputs_digest
+from odpipe.engine.checkpoints import work_folder
 from odpipe.engine.distribute import Cluster, check_batch, check_shards, enable_memory_growth, make_strategy
 from odpipe.engine.journal import Journal, resume_point
 from odpipe.engine.mlflow_runs import flatten
@@ -58,7 +57,7 @@ def main(cfg: DictConfig) -> None:
         "backbone_init": cfg.model.backbone_init,
         "model_code": code_digest(),
     }
-    work = project_root(Path.cwd()) / cfg.paths.train_work / inputs_digest(inputs)[:16]
+    work = work_folder(cfg.paths.train_work, inputs)
     log.info("%s with %d replica(s); checkpoints in %s", cluster.task, strategy.num_replicas_in_sync, work)
     if not cluster.is_chief:  # trains in step with the chief; records, outputs and resume are the chief's
         restored, step = resume_point(work)

@@ -4,8 +4,10 @@ checkpoint kept beside it, and the finished model published in one rename.
 DVC deletes a stage's outputs before it reruns, so ``train_loop``'s own resume (it restores
 step, model and optimizer from the latest checkpoint in ``model_dir``) needs a folder DVC does
 not own. It lives under the project root (``DVC_ROOT`` for queued experiments, which run in
-temporary copies) and is named after a digest of everything that decides the weights: the same
-inputs continue where they stopped, anything else starts fresh in another folder.
+temporary copies), or wherever ``ODPIPE_TRAIN_WORK`` says (a folder several machines share: a
+training killed on one resumes on another), and is named after a digest of everything that
+decides the weights: the same inputs continue where they stopped, anything else starts fresh in
+another folder.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from odpipe.core.project import project_root
+
 STEP_VARIABLE = "step/.ATTRIBUTES/VARIABLE_VALUE"  # train_loop's Checkpoint(step=global_step, ...)
 STATE_FILE = "checkpoint"  # the state file tf.train.latest_checkpoint reads
 LOCK_FILE = ".lock"
+TRAIN_WORK_ENV = "ODPIPE_TRAIN_WORK"  # a shared folder for the work folders, over paths.train_work
 
 
 def inputs_digest(parts: Mapping[str, str]) -> str:
@@ -31,6 +36,14 @@ def inputs_digest(parts: Mapping[str, str]) -> str:
     for name in sorted(parts):
         digest.update(f"{name}\0{parts[name]}\n".encode())
     return digest.hexdigest()
+
+
+def work_folder(train_work: str | Path, inputs: Mapping[str, str]) -> Path:
+    """The work folder of a training of these ``inputs``: under ``ODPIPE_TRAIN_WORK`` when set, else
+    under ``train_work`` (``paths.train_work``) at the project root. An environment variable and not
+    only the param: where a machine keeps checkpoints changes no output, so it must not rerun train."""
+    root = os.environ.get(TRAIN_WORK_ENV) or project_root(Path.cwd()) / train_work
+    return Path(root) / inputs_digest(inputs)[:16]
 
 
 def latest(folder: Path) -> str | None:

@@ -35,6 +35,8 @@ T = TypeVar("T")
 MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 TRAIN_RUN_TAG = "odpipe.train_run_id"
 DVC_EXP_TAG = "dvc.exp_name"
+DVC_EXP_REF_TAG = "dvc.exp_ref"  # the Git ref `dvc exp push` sends: refs/exps/<baseline>/<name>
+EXPS_NAMESPACE = "refs/exps"
 DATA_VERSION_TAG = "odpipe.data_version"  # digest of the train/val/test TFRecords the model saw
 RESUMED_FROM_TAG = "odpipe.resumed_from_run"  # a training run continued after an interruption
 RESUMED_AT_TAG = "odpipe.resumed_at_step"
@@ -142,13 +144,22 @@ def git_commit(root: Path) -> str | None:
     return out.stdout.strip()
 
 
+def exp_ref(baseline_rev: str, name: str) -> str:
+    """The Git ref of DVC experiment ``name`` run from commit ``baseline_rev``, as DVC names it:
+    what `dvc exp push` sends and `git ls-remote` lists, so a run leads to its experiment."""
+    return f"{EXPS_NAMESPACE}/{baseline_rev[:2]}/{baseline_rev[2:]}/{name}"
+
+
 def run_tags(root: Path) -> dict[str, str]:
-    """Commit and, under ``dvc exp run``, the experiment's name (DVC sets DVC_EXP_NAME)."""
+    """Commit and, under ``dvc exp run``, the experiment's name and Git ref (DVC sets
+    DVC_EXP_NAME and DVC_EXP_BASELINE_REV); the other way, evaluate's metrics hold the run id."""
     tags = {}
     if commit := git_commit(root):
         tags["mlflow.source.git.commit"] = commit
     if exp_name := os.environ.get("DVC_EXP_NAME"):
         tags[DVC_EXP_TAG] = exp_name
+        if baseline := os.environ.get("DVC_EXP_BASELINE_REV"):
+            tags[DVC_EXP_REF_TAG] = exp_ref(baseline, exp_name)
     return tags
 
 
@@ -332,75 +343,143 @@ def best_registered(client: MlflowClient, name: str, split_sha256: str, metric: 
     return max(scores, default=None)
 
 
-class RunLogger:
-    """MLflow logging that never costs a training: each call is retried (a sqlite store is
-    "locked" while a queued neighbour writes), then given up with a warning. Whatever MLflow
-    misses is still in the work folder's journal and the DVC plots files."""
+# While training logs, an unreachable server must cost seconds, not MLflow's default of 7 HTTP
+# retries with exponential backoff (about 4 minutes a call, measured against a closed port).
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
-    def __init__(self, uri: str, retries: int = 3, wait: float = 0.5) -> None:
+
+@contextmanager
+def _quick_http() -> Iterator[None]:
+    """MLflow's HTTP client with ``QUICK_HTTP``'s limits within the block (a user's own settings
+    kept); MLflow reads them at each request."""
+    saved = {key: os.environ.get(key) for key in QUICK_HTTP}
+    os.environ.update({key: saved[key] or value for key, value in QUICK_HTTP.items()})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+class RunLogger:
+    """MLflow logging that never costs a training. Each call is retried (a sqlite store is
+    "locked" while a queued neighbour writes), then given up with a warning; then MLflow is left
+    alone for ``pause`` seconds, so that a server that is down does not stall every step. The
+    next call after the pause tries again: a run that could not be created is created then, and
+    what the server missed meanwhile (the ``backlog`` of journal rows) is sent, so a training
+    that outlived an outage ends with a complete run that its outputs name."""
+
+    def __init__(self, uri: str, retries: int = 3, wait: float = 0.5, pause: float = 30.0) -> None:
         self.uri = uri
         self.client: MlflowClient | None = None  # connected by start()
         self.run_id: str | None = None
         self.retries = retries
         self.wait = wait
+        self.pause = pause
         self.failures = 0
+        self._create: Callable[[MlflowClient], str] | None = None
+        self._backlog: Callable[[], Iterable[Mapping[str, float]]] = list
+        self._retry_at = 0.0  # monotonic time before which MLflow is not called (after a failure)
+        self._behind = False  # something was not sent: the backlog goes first when MLflow answers
+        self._sent = -1  # the last step sent
 
     def call(self, what: str, action: Callable[[], T]) -> T | None:
         for attempt in range(self.retries):
             try:
-                return action()
+                with _quick_http():
+                    return action()
             except Exception as error:  # MLflow raises many kinds: store, HTTP, sqlite
                 if attempt + 1 < self.retries:
                     time.sleep(self.wait * 2**attempt)
                     continue
                 self.failures += 1
+                self._retry_at = time.monotonic() + self.pause
                 if self.failures == 1:
                     log.warning(
-                        "MLflow: %s failed (%s); training goes on, the records stay in the journal and the plots files",
+                        "MLflow: %s failed (%s); training goes on, the records stay in the journal and the "
+                        "plots files, and MLflow gets them when it answers again (tried every %.0f s)",
                         what,
                         error,
+                        self.pause,
                     )
                 return None
         return None
 
-    def start(self, create: Callable[[MlflowClient], str]) -> str | None:
-        """Create the run with ``create(client)``; None (and a warning) if MLflow fails."""
-
-        def connect_and_create() -> str:
-            self.client = self.client or open_client(self.uri)
-            return create(self.client)
-
-        self.run_id = self.call("creating the run", connect_and_create)
+    def start(
+        self, create: Callable[[MlflowClient], str], backlog: Callable[[], Iterable[Mapping[str, float]]] = list
+    ) -> str | None:
+        """Create the run with ``create(client)``; None (and a warning) if MLflow fails, and then
+        again later. ``backlog()`` gives the rows (``{"step": s, name: value}``) journaled so far."""
+        self._create, self._backlog = create, backlog
+        self._connect()
         return self.run_id
 
+    def _connect(self) -> None:
+        def connect_and_create() -> str:
+            self.client = self.client or open_client(self.uri)
+            return self._create(self.client)
+
+        self.run_id = self.call("creating the run", connect_and_create)
+        self._behind = self.run_id is None
+
+    def _ready(self) -> bool:
+        """Whether to call MLflow now: not within a pause after a failure; the run created and
+        what it missed sent first, when MLflow answers again."""
+        if time.monotonic() < self._retry_at:
+            self._behind = True
+            return False
+        if self.run_id is None and self._create is not None:
+            self._connect()
+        if self.run_id and self._behind:
+            self._behind = False
+            self._history([r for r in self._backlog() if int(r["step"]) > self._sent])
+        return self.run_id is not None and time.monotonic() >= self._retry_at
+
+    def _send(self, what: str, action: Callable[[], object]) -> bool:
+        """Run one MLflow ``action`` when ready; whether it went through (else it is owed)."""
+        sent = self._ready() and self.call(what, lambda: action() or True) is not None
+        self._behind = self._behind or not sent
+        return sent
+
     def metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        if self.run_id:
-            self.call(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, metrics, step))
+        if self._send(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, metrics, step)):
+            self._sent = max(self._sent, step)
 
     def history(self, rows: Iterable[Mapping[str, float]]) -> None:
         """Rows of ``{"step": s, name: value, ...}`` in as few calls as MLflow allows."""
-        if not self.run_id:
-            return
+        if self._ready():
+            self._history(list(rows))
+
+    def _history(self, rows: list[Mapping[str, float]]) -> None:
         stamp = int(time.time() * 1000)
         items = [
             m for r in rows for m in as_metrics({k: v for k, v in r.items() if k != "step"}, stamp, int(r["step"]))
         ]
         for start in range(0, len(items), 1000):
             batch = items[start : start + 1000]
-            self.call("logging history", lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
+            if (
+                self.call("logging history", lambda b=batch: self.client.log_batch(self.run_id, metrics=b) or True)
+                is None
+            ):
+                self._behind = True
+                return
+        self._sent = max([self._sent, *(int(r["step"]) for r in rows)])
 
     def tags(self, tags: Mapping[str, str]) -> None:
-        if self.run_id:
-            for key, value in tags.items():
-                self.call(f"tagging {key}", lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
+        for key, value in tags.items():
+            self._send(f"tagging {key}", lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
 
     def artifacts(self, paths: Iterable[Path]) -> None:
-        if self.run_id:
-            self.call("logging artifacts", lambda: log_artifacts(self.client, self.run_id, list(paths)))
+        self._send("logging artifacts", lambda: log_artifacts(self.client, self.run_id, list(paths)))
 
     def terminate(self, status: str) -> None:
-        if self.run_id:
-            self.call(f"marking the run {status}", lambda: self.client.set_terminated(self.run_id, status))
+        """End the run (created now, with its backlog, if MLflow is back): always tried, even within
+        a pause, since it is the run's last call."""
+        self._retry_at = 0.0
+        self._send(f"marking the run {status}", lambda: self.client.set_terminated(self.run_id, status))
 
     @contextmanager
     def status(self) -> Iterator[None]:

@@ -64,7 +64,9 @@ def record_results(
     floor = options[metric.floor_key.split(".")[-1]]
     gate = quality_gate(report[metric.key], floor, options.min_improvement, best, metric)
     log.info("quality gate: %s", gate.reason)
-    report = report | gate.as_report()
+    # The run's id among the metrics: `dvc exp show` (and a colleague after `dvc exp pull`) sees
+    # which MLflow run holds the experiment's model and history.
+    report = report | gate.as_report() | {"mlflow_run_id": run_id}
     write_json(report, cfg.paths.evaluate_report)
     with run_status(client, run_id):
         log_metrics(client, run_id, numeric(report))

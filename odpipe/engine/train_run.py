@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from mlflow.tracking import MlflowClient
+
 from odpipe.core.files import write_csv, write_json
 from odpipe.core.manifest import sha256_file
-from odpipe.core.project import project_root
-from odpipe.engine.checkpoints import empty, exclusive, inputs_digest, publishing
+from odpipe.engine.checkpoints import empty, exclusive, inputs_digest, publishing, work_folder
 from odpipe.engine.journal import Journal, Outcome, ScalarCallback, resume_point, rows_table
 from odpipe.engine.mlflow_runs import (
     DATA_VERSION_TAG,
@@ -42,8 +43,12 @@ class TrainRun:
     first_step: int
     journal: Journal
     mlflow: RunLogger
-    run_id: str | None
     uri: str
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run: None while MLflow could not create it (it is created when it answers)."""
+        return self.mlflow.run_id
 
 
 @contextmanager
@@ -76,20 +81,26 @@ def train_run(
                 "resuming from %s %d (checkpoint %s); MLflow run %s continues", unit, first_step, restored, previous
             )
         experiment = mlflow_config["experiment_name"]
-        run_id = mlflow.start(lambda client: create_run(client, experiment, Path.cwd(), dict(params), tags))
+
+        def create(client: MlflowClient) -> str:
+            created = create_run(client, experiment, Path.cwd(), dict(params), tags)
+            journal.set_run(created)  # also when created late: the run a resume continues
+            return created
+
+        if mlflow.start(create, backlog=lambda: journal.losses + journal.val) is None:
+            journal.set_run(None)
         if restored and previous:
             mlflow.close_interrupted(previous)
-        journal.set_run(run_id)
         mlflow.history(journal.losses + journal.val)
         with mlflow.status():
-            yield TrainRun(work, restored, first_step, journal, mlflow, run_id, uri)
+            yield TrainRun(work, restored, first_step, journal, mlflow, uri)
         mlflow.report()
 
 
 def work_and_inputs(
     train_work: Path, data_version: str, model: Mapping, train: Mapping, code: Sequence[ModuleType], **more: str
 ) -> tuple[Path, dict[str, str]]:
-    """A Keras task's work folder (under ``train_work`` at the project root) and the inputs it is
+    """A Keras task's work folder (:func:`odpipe.engine.checkpoints.work_folder`) and the inputs it is
     named after: the data version, the model config, the ``train`` settings given (what changes
     the weights, not how long or where to run), the task's own (``more``) and the digest of the
     ``code`` that builds and trains the model. Same inputs, same folder: a rerun resumes there."""
@@ -100,7 +111,7 @@ def work_and_inputs(
         **more,
         "model_code": inputs_digest({m.__name__: sha256_file(Path(m.__file__)) for m in code}),
     }
-    return project_root(Path.cwd()) / train_work / inputs_digest(inputs)[:16], inputs
+    return work_folder(train_work, inputs), inputs
 
 
 def epoch_reporters(run: TrainRun, epochs: int, select: str, label: str) -> tuple[ScalarCallback, ScalarCallback]:

@@ -37,7 +37,14 @@ from odpipe.detect.pipeline_config import load_pipeline
 from odpipe.detect.records import read_examples
 from odpipe.devtools.project import copy_project, experiments, run_dvc
 from odpipe.devtools.servers import free_port, wait_for_http
-from odpipe.engine.mlflow_runs import DATA_VERSION_TAG, SPLIT_TAG, TRAIN_RUN_TAG, read_run_id
+from odpipe.engine.mlflow_runs import (
+    DATA_VERSION_TAG,
+    DVC_EXP_REF_TAG,
+    DVC_EXP_TAG,
+    SPLIT_TAG,
+    TRAIN_RUN_TAG,
+    read_run_id,
+)
 from odpipe.video.metrics import read_mot
 from tests.conftest import ROOT
 
@@ -601,3 +608,7 @@ def test_new_images_are_pre_labelled_corrected_retrained_and_gated(project: Path
     assert len(versions()) == count
     shown = experiments(project)["must-beat"]["metrics"][paths.evaluate_report]
     assert shown["gate_passed"] == 0 and shown["map"] == report()["map"]
+    # The experiment names its MLflow run, and the run its experiment's Git ref (what exp push sends).
+    run = client.get_run(shown["mlflow_run_id"])
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=project, capture_output=True)
+    assert run.data.tags[DVC_EXP_TAG] == "must-beat" and run.data.tags[DVC_EXP_REF_TAG] in refs.stdout.decode().split()

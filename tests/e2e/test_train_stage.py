@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from odpipe.core.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.detect.backbones import code_digest
 from odpipe.devtools.project import copy_project, run_dvc
 from odpipe.devtools.servers import free_port
-from odpipe.engine.checkpoints import checkpoint_step, latest
+from odpipe.engine.checkpoints import TRAIN_WORK_ENV, checkpoint_step, latest
 from odpipe.engine.mlflow_runs import RESUMED_AT_TAG, RESUMED_FROM_TAG, read_run_id
 from tests.conftest import ROOT
 
@@ -59,7 +60,7 @@ def _train(project: Path, *overrides: str, env: dict | None = None) -> subproces
 
 def _work_folder(project: Path, seed: int) -> Path | None:
     """The work folder of the training with this seed (its inputs.json says), if it exists."""
-    root = project / load_params(project).paths.train_work
+    root = Path(os.environ.get(TRAIN_WORK_ENV) or project / load_params(project).paths.train_work)
     for inputs in root.glob("*/inputs.json") if root.exists() else []:
         if json.loads(inputs.read_text())["seed"] == str(seed):
             return inputs.parent
@@ -92,9 +93,17 @@ def _runs(project: Path, seed: int) -> list:
 
 
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
-def test_an_interrupted_training_resumes_from_its_checkpoint(project: Path, how: str) -> None:
+def test_an_interrupted_training_resumes_from_its_checkpoint(
+    project: Path, how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C: the same machine resumes. SIGKILL, as when a VM is lost: another machine resumes, a
+    copy of the project that sees the same checkpoint folder (``ODPIPE_TRAIN_WORK``, on NFS, say) and
+    the same MLflow store (a team server's stand-in), and its run is tagged as the continuation."""
     seed = {"sigint": 11, "sigkill": 12}[how]
-    _compose(project, f"train.seed={seed}")
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    _compose(project, f"train.seed={seed}", f"mlflow.tracking_uri={store}")
+    if how == "sigkill":
+        monkeypatch.setenv(TRAIN_WORK_ENV, str(tmp_path / "shared-train"))
     # `dvc repro` in a session of its own: Ctrl-C and a killed VM hit the whole process group.
     proc = subprocess.Popen(
         ["dvc", "repro", "train"],
@@ -115,19 +124,23 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(project: Path, how:
     resumed_at = checkpoint_step(latest(work))
     assert resumed_at >= at
 
-    rerun = run_dvc(project, "repro", "train", timeout=900)
+    resumer = project  # Ctrl-C: the same machine; a lost VM: another, with the same commit and data
+    if how == "sigkill":
+        assert work.parent == tmp_path / "shared-train"
+        resumer = shutil.copytree(project, tmp_path / "other-machine", symlinks=True)
+    rerun = run_dvc(resumer, "repro", "train", timeout=900)
     assert f"resuming from step {resumed_at}" in rerun.stdout
     trained = [int(s) for s in re.findall(rf"step (\d+)/{STEPS}", rerun.stdout)]
     assert trained and min(trained) == resumed_at + 10, "the resumed run trained steps it had already trained"
     assert checkpoint_step(latest(work)) == STEPS
-    rows = read_csv(project / paths.train_plot)
+    rows = read_csv(resumer / paths.train_plot)
     assert [int(r["step"]) for r in rows] == [10, 20, 30, 40], "each step once"
     elapsed = [float(r["elapsed_s"]) for r in rows]  # the resumed run's clock continues the first's
     assert 0 < elapsed[0] and elapsed == sorted(elapsed)
-    selection = json.loads((project / paths.train_selection).read_text())
+    selection = json.loads((resumer / paths.train_selection).read_text())
     assert selection["last_step"] == STEPS and selection["step"] in (20, 40) and selection["stop"] == "num_steps"
     assert selection["train_seconds"] >= elapsed[-1]
-    assert [int(r["step"]) for r in read_csv(project / paths.val_plot)] == [20, 40]
+    assert [int(r["step"]) for r in read_csv(resumer / paths.val_plot)] == [20, 40]
 
     client, runs = _runs(project, seed)
     first, second = runs
@@ -135,7 +148,7 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(project: Path, how:
     assert second.info.status == "FINISHED"
     assert second.data.tags[RESUMED_FROM_TAG] == first.info.run_id
     assert second.data.tags[RESUMED_AT_TAG] == str(resumed_at)
-    assert read_run_id(project / paths.mlflow_run) == second.info.run_id
+    assert read_run_id(resumer / paths.mlflow_run) == second.info.run_id
     history = client.get_metric_history(second.info.run_id, "loss/total_loss")
     assert sorted(m.step for m in history) == [10, 20, 30, 40]
 

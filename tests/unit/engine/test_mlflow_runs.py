@@ -8,6 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from odpipe.engine.mlflow_runs import (
+    DVC_EXP_REF_TAG,
+    DVC_EXP_TAG,
     SPLIT_TAG,
     TRAIN_RUN_TAG,
     create_run,
@@ -19,6 +21,7 @@ from odpipe.engine.mlflow_runs import (
     resolve_tracking_uri,
     run_for_evaluation,
     run_status,
+    run_tags,
 )
 
 
@@ -117,3 +120,13 @@ def test_metrics_named_after_any_class_reach_mlflow_and_reports_keep_the_names(
     registered = client.get_model_version("odpipe-model", version)
     assert metric_key("ap/c++") in registered.tags and registered.tags[SPLIT_TAG] == "split-digest"
     assert registered.source == f"models:/{model.model_id}" and registered.run_id == run_id
+
+
+def test_a_run_of_a_dvc_experiment_is_tagged_with_its_git_ref(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The ref DVC gives the experiment (refs/exps/<2 chars of the baseline>/<the rest>/<name>),
+    which `dvc exp push` sends and `git ls-remote origin 'refs/exps/*'` lists on the Git remote."""
+    assert DVC_EXP_TAG not in run_tags(tmp_path)  # not under `dvc exp run`
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-0.03")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "4446c9a0d1f2")
+    tags = run_tags(tmp_path)
+    assert tags[DVC_EXP_TAG] == "lr-0.03" and tags[DVC_EXP_REF_TAG] == "refs/exps/44/46c9a0d1f2/lr-0.03"
