@@ -385,6 +385,7 @@ class RunLogger:
         self._retry_at = 0.0  # monotonic time before which MLflow is not called (after a failure)
         self._behind = False  # something was not sent: the backlog goes first when MLflow answers
         self._sent = -1  # the last step sent
+        self._replayed: set[tuple[int, str]] = set()  # (step, key) the last backlog sent
 
     def call(self, what: str, action: Callable[[], T]) -> T | None:
         for attempt in range(self.retries):
@@ -414,6 +415,7 @@ class RunLogger:
         """Create the run with ``create(client)``; None (and a warning) if MLflow fails, and then
         again later. ``backlog()`` gives the rows (``{"step": s, name: value}``) journaled so far."""
         self._create, self._backlog = create, backlog
+        self._behind = True  # the journal so far (a resumed training's steps) is owed to the run
         self._connect()
         return self.run_id
 
@@ -423,7 +425,6 @@ class RunLogger:
             return self._create(self.client)
 
         self.run_id = self.call("creating the run", connect_and_create)
-        self._behind = self.run_id is None
 
     def _ready(self) -> bool:
         """Whether to call MLflow now: not within a pause after a failure; the run created and
@@ -445,15 +446,15 @@ class RunLogger:
         return sent
 
     def metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        if self._send(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, metrics, step)):
+        """Log a step's ``metrics``, but those the backlog just sent (the journal had them)."""
+        if not self._ready():
+            return
+        owed = {key: value for key, value in metrics.items() if (step, key) not in self._replayed}
+        if owed and self._send(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, owed, step)):
             self._sent = max(self._sent, step)
 
-    def history(self, rows: Iterable[Mapping[str, float]]) -> None:
-        """Rows of ``{"step": s, name: value, ...}`` in as few calls as MLflow allows."""
-        if self._ready():
-            self._history(list(rows))
-
     def _history(self, rows: list[Mapping[str, float]]) -> None:
+        """Rows of ``{"step": s, name: value, ...}`` in as few calls as MLflow allows."""
         stamp = int(time.time() * 1000)
         items = [
             m for r in rows for m in as_metrics({k: v for k, v in r.items() if k != "step"}, stamp, int(r["step"]))
@@ -467,6 +468,7 @@ class RunLogger:
                 self._behind = True
                 return
         self._sent = max([self._sent, *(int(r["step"]) for r in rows)])
+        self._replayed = {(int(r["step"]), key) for r in rows for key in r if key != "step"}
 
     def tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():

@@ -91,7 +91,6 @@ def train_run(
             journal.set_run(None)
         if restored and previous:
             mlflow.close_interrupted(previous)
-        mlflow.history(journal.losses + journal.val)
         with mlflow.status():
             yield TrainRun(work, restored, first_step, journal, mlflow, uri)
         mlflow.report()

@@ -36,7 +36,7 @@ from odpipe.detect.label_map import read_label_map
 from odpipe.detect.pipeline_config import load_pipeline
 from odpipe.detect.records import read_examples
 from odpipe.devtools.project import copy_project, experiments, run_dvc
-from odpipe.devtools.servers import free_port, wait_for_http
+from odpipe.devtools.servers import TrackingServer
 from odpipe.engine.mlflow_runs import (
     DATA_VERSION_TAG,
     DVC_EXP_REF_TAG,
@@ -473,36 +473,10 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1, with its own store and artifact folder."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "art"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", server, 120)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with TrackingServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "art", tmp_path, workers=1) as server:
+        yield server.url
 
 
 def _rest(url: str, endpoint: str, **query) -> dict:
