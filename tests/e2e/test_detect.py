@@ -42,11 +42,12 @@ from odpipe.engine.mlflow_runs import (
     DVC_EXP_REF_TAG,
     DVC_EXP_TAG,
     SPLIT_TAG,
+    TRACKING_URI_ENV,
     TRAIN_RUN_TAG,
     read_run_id,
 )
 from odpipe.video.metrics import read_mot
-from tests.conftest import ROOT
+from tests.conftest import ROOT, team_server
 
 SMOKE = ["experiment=smoke"]
 
@@ -423,13 +424,21 @@ def test_quality_gate_records_its_decision_and_registers_only_what_passes(projec
     assert len(versions()) == 1
 
 
-def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> None:
-    """`dvc exp run --queue` then `dvc queue start -j 2` before any MLflow store exists: both
-    workers create it at once (train is the first stage that logs), each in a temporary copy of
-    the repo deleted afterwards. Both experiments succeed, both MLflow runs are FINISHED in the
-    project's store, named after the experiments, and each run's artifacts, its own, are still
-    readable once the copies are gone. The sweep stops at train: export and evaluate log the same
-    way, and the reruns and gate tests cover them."""
+@pytest.fixture
+def team(tmp_path: Path) -> Iterator[str]:
+    with team_server(tmp_path) as url:
+        yield url
+
+
+def test_a_queued_sweep_logs_to_a_team_server(team: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc exp run --queue` then `dvc queue start -j 2` in a fresh project against a team's MLflow
+    server (PostgreSQL, two workers, artifacts proxied): both workers create the experiment at
+    once (train is the first stage that logs), each in a temporary copy of the repo deleted
+    afterwards. Both experiments succeed, both runs are FINISHED on the server, named after the
+    experiments, nothing is written to a local store, and each run's artifacts, its own, are
+    readable through the server. The sweep stops at train: export and evaluate log the same way
+    (test_remote's sweep over two machines registers and serves through the server)."""
+    monkeypatch.setenv(TRACKING_URI_ENV, team)
     fresh = copy_project(ROOT, tmp_path / "fresh")
     compose_params(fresh, SMOKE, fresh / PARAMS_FILE)
     run_dvc(fresh, "repro", "tfrecord", "pipeline_config", timeout=900)  # data from the run cache: quicker
@@ -449,9 +458,10 @@ def test_a_queued_sweep_is_the_first_run_of_a_fresh_project(tmp_path: Path) -> N
 
     swept = experiments(fresh)
     assert sorted(exp["params"]["train"]["learning_rate"] for exp in swept.values()) == [0.01, 0.03]
-    client = MlflowClient(f"sqlite:///{fresh / 'mlflow.db'}")
+    assert not (fresh / "mlflow.db").exists() and not (fresh / "mlruns").exists()
+    client = MlflowClient(team)
     experiment = client.get_experiment_by_name("odpipe")
-    assert experiment.artifact_location == (fresh / "mlruns" / "odpipe").as_uri()
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied: no storage credentials
     num_steps = compose_config(ROOT, SMOKE).train.num_steps
     for name, exp in swept.items():
         rate = exp["params"]["train"]["learning_rate"]
