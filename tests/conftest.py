@@ -249,15 +249,26 @@ def kill_after_first_epoch_then_resume(project: Path, folder: Path, script: str,
     return work
 
 
-def task_pipeline_run(tmp_path_factory, task: str, gate: str) -> Iterator[Path]:
+@contextmanager
+def team_server(work: Path) -> Iterator[str]:
+    """A team's MLflow server, as docs/team.md sets it up: PostgreSQL, two workers, artifacts
+    proxied; its URL."""
+    from odpipe.devtools.servers import TrackingServer, postgres_cluster
+
+    with postgres_cluster(work) as db, TrackingServer(db, work / "artifacts", work) as server:
+        yield server.url
+
+
+def task_pipeline_run(tmp_path_factory, task: str, gate: str, tracking_uri: str) -> Iterator[Path]:
     """For a module fixture: a copy of the repo after one `dvc exp run` (named "gated") of
     ``task``'s own pipeline on the smoke settings, with ``gate`` (``key=value`` in that task's
-    params.yaml: a gate every model passes, so the registry is exercised); every stage ran."""
+    params.yaml: a gate every model passes, so the registry is exercised), logging to the MLflow
+    server at ``tracking_uri`` as a team does; every stage ran."""
     from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params
     from odpipe.devtools.project import copy_project, run_dvc, stage_names
 
     mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv(TRACKING_URI_ENV, tracking_uri)
     folder = TASK_FOLDERS[task]
     work = copy_project(ROOT, tmp_path_factory.mktemp(task) / "project")
     compose_params(work, [f"task={task}", "experiment=smoke"], work / folder / PARAMS_FILE)
@@ -265,8 +276,26 @@ def task_pipeline_run(tmp_path_factory, task: str, gate: str) -> Iterator[Path]:
     proc = run_dvc(work, "exp", "run", dvc_yaml, "-n", "gated", "-S", f"{params}:{gate}", timeout=1500)
     ran = {name.split(":")[-1] for name in re.findall(r"Running stage '([\w:/.-]+)'", proc.stdout)}
     assert ran == set(stage_names(work / folder)), proc.stdout[-3000:]
+    mp.delenv(TRACKING_URI_ENV)  # the tests after it run stages against the project's own store
     yield work
     mp.undo()
+
+
+def task_fixtures(task: str, gate: str) -> tuple:
+    """A task module's ``server`` (a team's MLflow server on PostgreSQL) and ``project`` (its
+    pipeline run once against that server, :func:`task_pipeline_run`) module fixtures:
+    ``server, project = task_fixtures(...)`` at the top of the module."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory) -> Iterator[str]:
+        with team_server(tmp_path_factory.mktemp(f"{task}-mlflow")) as url:
+            yield url
+
+    @pytest.fixture(scope="module")
+    def project(tmp_path_factory, server: str) -> Iterator[Path]:
+        yield from task_pipeline_run(tmp_path_factory, task, gate, server)
+
+    return server, project
 
 
 @pytest.fixture(scope="session")

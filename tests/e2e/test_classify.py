@@ -9,7 +9,6 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -31,18 +30,16 @@ from odpipe.core.files import read_csv, read_jsonl
 from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, load_params
 from odpipe.devtools.project import experiments, stage_names
 from odpipe.engine.mlflow_runs import global_tracking_uri, read_run_id
-from tests.conftest import kill_after_first_epoch_then_resume, task_pipeline_run
+from tests.conftest import kill_after_first_epoch_then_resume, task_fixtures
 from tests.helpers.models import logged_before_the_move
 
 CLASSIFY = TASK_FOLDERS["classify"]
 CLASSES = ["circle", "diamond", "hexagon", "square", "star", "triangle"]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Iterator[Path]:
-    """A copy of the repo after one `dvc exp run` of the classify pipeline on the smoke settings,
-    with a gate every model passes (so the registry is exercised)."""
-    yield from task_pipeline_run(tmp_path_factory, "classify", "evaluate.min_value=0.0")
+# The pipeline run once, with a gate every model passes (so the registry is exercised), logging to
+# a team's MLflow server on PostgreSQL; then these tests read it.
+server, project = task_fixtures("classify", "evaluate.min_value=0.0")
 
 
 def _folder(project: Path) -> Path:
@@ -105,10 +102,10 @@ def test_metrics_equal_scikit_learns_on_the_models_real_outputs(project: Path) -
             assert shares[(true, guess)] == pytest.approx(np.nan_to_num(expected[i, j]), abs=1e-9)
 
 
-def test_mlflow_run_and_registry_hold_the_classifier(project: Path) -> None:
+def test_mlflow_run_and_registry_hold_the_classifier(project: Path, server: str) -> None:
     folder = _folder(project)
     paths = load_params(folder).paths
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient(server)
     run = client.get_run(read_run_id(folder / paths.mlflow_run))
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2]
@@ -128,12 +125,12 @@ def test_mlflow_run_and_registry_hold_the_classifier(project: Path) -> None:
     assert [len(json.loads(k)) for k in answer["top_k"]] == [5, 5, 5]
 
 
-def test_a_classifier_registered_before_the_move_still_loads(project: Path, tmp_path: Path) -> None:
+def test_a_classifier_registered_before_the_move_still_loads(project: Path, server: str, tmp_path: Path) -> None:
     """A version logged by 0.1 names ``odpipe.cls_serving.ClassifierModel``: it loads and
     classifies as the export does."""
     folder = _folder(project)
     paths = load_params(folder).paths
-    uri = f"sqlite:///{project / 'mlflow.db'}"
+    uri = server
     (version,) = MlflowClient(uri).search_model_versions("name='odpipe-classifier'")
     old = logged_before_the_move(uri, "odpipe-classifier", version.version, "classifier", tmp_path)
     model = mlflow.pyfunc.load_model(str(old))

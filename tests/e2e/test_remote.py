@@ -20,8 +20,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from odpipe.devtools.project import experiments, run_dvc
-from odpipe.devtools.servers import TrackingServer, postgres_cluster, python_env, scoring_server
+from odpipe.devtools.servers import python_env, scoring_server
 from odpipe.engine.mlflow_runs import DVC_EXP_REF_TAG, DVC_EXP_TAG, TRACKING_URI_ENV
+from tests.conftest import team_server
 from tests.helpers.s3 import bucket_keys, create_bucket, isolate_aws, moto_server
 
 # Whoever commits in a copy: the machine's git identity may be unset, and must not be needed.
@@ -230,8 +231,8 @@ def test_two_machines_run_one_sweep_and_a_third_compares_both(
     _git(origin, "push", "-q", str(git_remote), "HEAD:refs/heads/main")
     sweep = {"a": "0.3", "b": "0.6"}  # machine: evaluate.score_threshold
 
-    with postgres_cluster(tmp_path) as db, TrackingServer(db, tmp_path / "artifacts", tmp_path) as server:
-        monkeypatch.setenv(TRACKING_URI_ENV, server.url)
+    with team_server(tmp_path) as server:
+        monkeypatch.setenv(TRACKING_URI_ENV, server)
         machines = {m: _other_machine(git_remote, tmp_path / m) for m in sweep}
         for clone in machines.values():
             run_dvc(clone, "pull", "dvc.yaml", timeout=300)
@@ -246,7 +247,7 @@ def test_two_machines_run_one_sweep_and_a_third_compares_both(
         for threshold in sweep.values():
             run_dvc(third, "exp", "pull", "origin", f"threshold-{threshold}", timeout=300)
         shown = experiments(third)
-        client = MlflowClient(server.url)
+        client = MlflowClient(server)
         versions = client.search_model_versions("name='odpipe-detector'")
         assert sorted(int(v.version) for v in versions) == [1, 2]  # one each, registered at the same time
         for threshold in sweep.values():
@@ -265,7 +266,7 @@ def test_two_machines_run_one_sweep_and_a_third_compares_both(
         _git(third, "checkout", "-q", "threshold-0.6")
         run_dvc(third, "pull", "dvc.yaml", timeout=300)
         assert _changed(third) == {}
-        with scoring_server("models:/odpipe-detector/2", server.url, tmp_path) as url:
+        with scoring_server("models:/odpipe-detector/2", server, tmp_path) as url:
             image = next((third / "data" / "clean_split").rglob("*.jpg")).read_bytes()
             body = json.dumps({"dataframe_records": [{"image": base64.b64encode(image).decode()}]}).encode()
             request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})

@@ -10,7 +10,6 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -28,17 +27,15 @@ from odpipe.engine.mlflow_runs import global_tracking_uri, read_run_id
 from odpipe.segment.clean import read_rows
 from odpipe.segment.export import load_segmenter
 from odpipe.segment.metrics import confusion, segmentation_metrics
-from tests.conftest import kill_after_first_epoch_then_resume, task_pipeline_run
+from tests.conftest import kill_after_first_epoch_then_resume, task_fixtures
 from tests.helpers.models import logged_before_the_move
 
 SEGMENT = TASK_FOLDERS["segment"]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Iterator[Path]:
-    """A copy of the repo after one `dvc exp run` of the segment pipeline on the smoke settings,
-    with a gate every model passes (so the registry is exercised)."""
-    yield from task_pipeline_run(tmp_path_factory, "segment", "evaluate.min_miou=0.0")
+# The pipeline run once, with a gate every model passes (so the registry is exercised), logging to
+# a team's MLflow server on PostgreSQL; then these tests read it.
+server, project = task_fixtures("segment", "evaluate.min_miou=0.0")
 
 
 def _folder(project: Path) -> Path:
@@ -69,10 +66,10 @@ def test_every_stage_leaves_its_reports(project: Path) -> None:
     assert all(0.0 <= float(r["val/mIoU"]) <= 1.0 for r in val)
 
 
-def test_mlflow_run_and_registry_hold_the_segmenter(project: Path) -> None:
+def test_mlflow_run_and_registry_hold_the_segmenter(project: Path, server: str) -> None:
     folder = _folder(project)
     paths = load_params(folder).paths
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient(server)
     run = client.get_run(read_run_id(folder / paths.mlflow_run))
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mIoU")] == [1, 2]
@@ -90,12 +87,12 @@ def test_mlflow_run_and_registry_hold_the_segmenter(project: Path) -> None:
     np.testing.assert_array_equal(served, expected)
 
 
-def test_a_segmenter_registered_before_the_move_still_loads(project: Path, tmp_path: Path) -> None:
+def test_a_segmenter_registered_before_the_move_still_loads(project: Path, server: str, tmp_path: Path) -> None:
     """A version logged by 0.1 names ``odpipe.seg_serving.SegmenterModel``: it loads and segments
     as the export does."""
     folder = _folder(project)
     paths = load_params(folder).paths
-    uri = f"sqlite:///{project / 'mlflow.db'}"
+    uri = server
     (version,) = MlflowClient(uri).search_model_versions("name='odpipe-segmenter'")
     old = logged_before_the_move(uri, "odpipe-segmenter", version.version, "segmenter", tmp_path)
     model = mlflow.pyfunc.load_model(str(old))
