@@ -393,11 +393,15 @@ class RunLogger:
                 with _quick_http():
                     return action()
             except Exception as error:  # MLflow raises many kinds: store, HTTP, sqlite
-                if attempt + 1 < self.retries:
+                # The store answered, refusing (a run of another store, a bad value): no use trying
+                # again, and no reason to leave a store alone that is there.
+                answered = isinstance(error, MlflowException) and 400 <= error.get_http_status_code() < 500
+                if attempt + 1 < self.retries and not answered:
                     time.sleep(self.wait * 2**attempt)
                     continue
                 self.failures += 1
-                self._retry_at = time.monotonic() + self.pause
+                if not answered:
+                    self._retry_at = time.monotonic() + self.pause
                 if self.failures == 1:
                     log.warning(
                         "MLflow: %s failed (%s); training goes on, the records stay in the journal and the "

@@ -78,7 +78,7 @@ def record_results(
         if gate.passed:
             name = options.registered_model
             version = register_version(client, name, model_id, run_id, version_tags, split_sha256)
-            log.info("registered %s version %s", options.registered_model, version)
+            log.info("registered %s version %s", name, version)
         elif gate.passed is False and options.strict_gate:
             raise QualityGateError(f"quality gate failed (evaluate.strict_gate): {gate.reason}")
     return report

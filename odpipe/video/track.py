@@ -159,7 +159,7 @@ class TrackAndCount:
         predicts it); the tracks to show and the counts confirmed. One BLAS thread: the tracker's
         matrices are a few numbers wide, and OpenBLAS threads, spinning after each call, take the
         cores the detector's next frame needs (measured on 2 cores: tracking and counting added 25%
-        to detection's time with them, 10% without)."""
+        to detection's time with them, 7.5% without)."""
         with _blas().limit(limits=1, user_api="blas"):
             if detections is None:
                 tracked = self.tracker.predict()

@@ -12,6 +12,7 @@ from odpipe.engine.mlflow_runs import (
     DVC_EXP_TAG,
     SPLIT_TAG,
     TRAIN_RUN_TAG,
+    RunLogger,
     create_run,
     file_stem,
     flatten,
@@ -130,3 +131,18 @@ def test_a_run_of_a_dvc_experiment_is_tagged_with_its_git_ref(monkeypatch: pytes
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "4446c9a0d1f2")
     tags = run_tags(tmp_path)
     assert tags[DVC_EXP_TAG] == "lr-0.03" and tags[DVC_EXP_REF_TAG] == "refs/exps/44/46c9a0d1f2/lr-0.03"
+
+
+def test_a_refusal_from_the_store_pauses_nothing(tmp_path: Path) -> None:
+    """Closing the interrupted run of another store (a training resumed against a new server) is
+    refused at once; the artifacts and metrics after it still go (an unreachable store, instead,
+    is left alone for a while: tests/e2e/test_mlflow_server.py)."""
+    logger = RunLogger(f"sqlite:///{tmp_path / 'mlflow.db'}", wait=0.01)
+    run_id = logger.start(lambda client: create_run(client, "odpipe", tmp_path, {}))
+    logger.close_interrupted("0" * 32)
+    (tmp_path / "pipeline.config").write_text("model {}")
+    logger.artifacts([tmp_path / "pipeline.config"])
+    logger.metrics({"loss": 1.0}, 10)
+    client = MlflowClient(logger.uri)
+    assert logger.failures == 1 and [a.path for a in client.list_artifacts(run_id)] == ["pipeline.config"]
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [10]
