@@ -458,13 +458,14 @@ def test_a_queued_sweep_logs_to_a_team_server(team: str, tmp_path: Path, monkeyp
     client = MlflowClient(team)
     experiment = client.get_experiment_by_name("odpipe")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied: no storage credentials
-    num_steps = compose_config(ROOT, SMOKE).train.num_steps
+    smoke = compose_config(ROOT, SMOKE).train
+    num_steps = smoke.num_steps
     for name, exp in swept.items():
         rate = exp["params"]["train"]["learning_rate"]
         (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.source.git.commit"] and run.data.tags[DATA_VERSION_TAG]
-        assert run.data.params["train.num_steps"] == str(num_steps)  # the params train reads
+        assert run.data.params["train.steps_per_loop"] == str(smoke.steps_per_loop)  # the params train reads
         losses = client.get_metric_history(run.info.run_id, "loss/total_loss")
         assert losses and max(m.step for m in losses) == num_steps  # trained to the end
         folder = tmp_path / name
