@@ -226,7 +226,9 @@ def kill_after_first_epoch_then_resume(project: Path, folder: Path, script: str,
     """A Keras task's train stage (``stages/<script>``, run in its pipeline ``folder``) killed with
     SIGKILL once its first epoch is checkpointed and journaled, then run again to the end; checks
     the rerun said it resumed and returns the run's work folder."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    from odpipe.devtools.project import python_env
+
+    env = python_env()
     command = [sys.executable, str(project / "stages" / script), *overrides]
     work_root = project / load_params(folder).paths.train_work
     before = set(work_root.iterdir())

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from odpipe.devtools.project import python_env
+
 from .children import DONE, READY, marks
 
 MB = 2**20
@@ -61,7 +63,7 @@ def measured(cmd: list[str], cwd: Path, log: Path, watch: Path | None = None) ->
         import psutil
     except ImportError:
         psutil = None
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = python_env()
     launched, start = time.time(), time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -55,14 +55,16 @@ def copy_project(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """``dvc <args>`` in ``root``; raises with DVC's own output when it fails.
+def python_env(**extra: str) -> dict[str, str]:
+    """This environment with its interpreter's folder first on PATH and ``extra`` set: what a
+    child starts (``dvc``, the stages' ``python``, the MLflow CLI's uvicorn) must come from this
+    environment, activated or not."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
 
-    The running interpreter's folder goes first on PATH: the stages' ``python`` and ``dvc``
-    itself must be the ones of this environment, activated or not.
-    """
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
+
+def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``root`` (:func:`python_env`); raises with DVC's own output when it fails."""
+    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True, timeout=timeout, env=python_env())
     if proc.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {root}:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from odpipe.devtools.project import python_env
 from odpipe.engine.mlflow_runs import TRACKING_URI_ENV
 
 POSTGRES_HINT = (
@@ -57,12 +58,6 @@ def wait_for_http(url: str, server: subprocess.Popen, seconds: float, log: Path 
                 said = log.read_text()[-5000:] if log else ""
                 raise RuntimeError(f"the server for {url} did not start\n{said}") from None
             time.sleep(1)
-
-
-def python_env(**extra: str) -> dict[str, str]:
-    """This environment with its interpreter's folder first on PATH (what the MLflow CLI starts,
-    uvicorn or gunicorn, comes from there) and ``extra`` set."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
 
 
 def start_group(command: list[str], work: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from odpipe.devtools.project import experiments, run_dvc
-from odpipe.devtools.servers import python_env, scoring_server
+from odpipe.devtools.project import experiments, python_env, run_dvc
+from odpipe.devtools.servers import scoring_server
 from odpipe.engine.mlflow_runs import DVC_EXP_REF_TAG, DVC_EXP_TAG, TRACKING_URI_ENV
 from tests.conftest import team_server
 from tests.helpers.s3 import bucket_keys, create_bucket, isolate_aws, moto_server

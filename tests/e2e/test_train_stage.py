@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from odpipe.core.files import read_csv
 from odpipe.core.runtime import PARAMS_FILE, compose_params, load_params
 from odpipe.detect.backbones import code_digest
-from odpipe.devtools.project import copy_project, run_dvc
+from odpipe.devtools.project import copy_project, python_env, run_dvc
 from odpipe.devtools.servers import free_port
 from odpipe.engine.checkpoints import TRAIN_WORK_ENV, checkpoint_step, latest
 from odpipe.engine.mlflow_runs import RESUMED_AT_TAG, RESUMED_FROM_TAG, read_run_id
@@ -43,15 +43,11 @@ def project(tmp_path_factory) -> Path:
     mp.undo()
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
-
-
 def _train(project: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "stages/train.py", *overrides],
         cwd=project,
-        env=env or _env(),
+        env=env or python_env(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -108,7 +104,7 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(
     proc = subprocess.Popen(
         ["dvc", "repro", "train"],
         cwd=project,
-        env=_env(),
+        env=python_env(),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -202,7 +198,7 @@ def test_mirrored_strategy_over_two_logical_cpus(project: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", launcher, "train.strategy=mirrored", "train.devices=[/cpu:0,/cpu:1]"],
         cwd=project,
-        env=_env(),
+        env=python_env(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -227,7 +223,7 @@ def test_multi_worker_strategy_with_two_worker_processes(project: Path) -> None:
         subprocess.Popen(
             [sys.executable, "stages/train.py", "train.strategy=multi_worker"],
             cwd=project,
-            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            env=python_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -257,7 +253,7 @@ def test_multi_worker_needs_a_shard_per_worker(project: Path) -> None:
         "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]},
         "task": {"type": "worker", "index": 0},
     }
-    proc = _train(project, "train.strategy=multi_worker", env=_env(TF_CONFIG=json.dumps(tf_config)))
+    proc = _train(project, "train.strategy=multi_worker", env=python_env(TF_CONFIG=json.dumps(tf_config)))
     assert proc.returncode != 0
     assert "3 workers need at least 3 train TFRecord shards, found 2" in proc.stdout + proc.stderr
 
@@ -280,7 +276,7 @@ def test_a_failing_mlflow_store_never_costs_the_model(project: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = _env(
+        env = python_env(
             MLFLOW_TRACKING_URI=f"http://127.0.0.1:{server.server_address[1]}",
             MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
         )
