@@ -30,7 +30,7 @@ from odpipe.core.files import key_name, name_key, scratch_db
 from odpipe.core.images import DECODE_ERRORS, IMAGE_SUFFIXES, displayed_size
 from odpipe.data.annotations import Annotation, AnnotationError, read_voc
 from odpipe.data.cleaning import Issue
-from odpipe.data.discover import CLASS_TABLES, class_file, find, inventory, is_coco, split_entries
+from odpipe.data.discover import CLASS_TABLES, ClassFile, class_file, find, inventory, is_coco, split_entries
 from odpipe.data.pairing import Convention, describe, pair
 from odpipe.data.splitting import folder_split
 
@@ -91,6 +91,7 @@ class Parsed:
     read: dict[str, str] = field(default_factory=dict)  # annotation file -> "" when used, else why not
     tables: dict[str, str] = field(default_factory=dict)  # other files read -> NOT_INPUT code (class_table, ...)
     names: list[str] | None = None  # the classes the dataset declares, in its order (COCO, YOLO)
+    yaml_splits: dict[str, str] | None = None  # file -> split its dataset YAML names (yaml_split_of)
 
     def record(self, image: str, annotation: Annotation, source: str) -> None:
         self.annotations.add(image, annotation, source)
@@ -349,10 +350,10 @@ def read_yolo_dataset(root: Path, index: ImageIndex, options: Mapping) -> Parsed
     parsed = Parsed(names=table.names, tables={table.file: "class_table"})
     names = table.names
     partner = _label_images(root, index, options)
-    lists = set(split_entries(root, table, index.paths)[1])
+    yaml_split_of(root, table, index, parsed)  # its split lists are tables, not labels
     for source in find(root, lambda name: name.endswith(".txt")):
         path = root / source
-        if source in lists or source == table.file or path.name in CLASS_TABLES or path.parent.name == "Main":
+        if source in parsed.tables or path.name in CLASS_TABLES or path.parent.name == "Main":
             continue
         image = partner.get(source) or index.by_stem(path.stem, near=source.replace("labels/", "images/"))
         if image is None and not _yolo_lines(path.read_text(errors="replace")):
@@ -484,12 +485,21 @@ def split_lists(root: Path, index: ImageIndex, parsed: Parsed) -> dict[str, str]
     listed = voc_imagesets(root, index, parsed.tables)
     table = class_file(root)
     if table is not None and table.splits:
-        named, read = split_entries(root, table, index.paths)
+        named = yaml_split_of(root, table, index, parsed)
         listed = {image: named[image] for image in index.paths if image in named} | listed
-        parsed.tables |= {file: "split_list" for file in read}
         parsed.tables.setdefault(table.file, "split_list")
     folders = {image: split for image in index.paths if (split := folder_split(image.split("/")[:-1]))}
     return folders | listed
+
+
+def yaml_split_of(root: Path, table: ClassFile, index: ImageIndex, parsed: Parsed) -> dict[str, str]:
+    """File -> split that the dataset YAML ``table``'s entries name (:func:`split_entries`),
+    resolved once per dataset (the YOLO reader needs its list files, the split its images; an
+    entry naming nothing is logged once); the list files read go to ``parsed.tables``."""
+    if parsed.yaml_splits is None:
+        parsed.yaml_splits, read = split_entries(root, table, index.paths)
+        parsed.tables |= {file: "split_list" for file in read if file not in parsed.tables}
+    return parsed.yaml_splits
 
 
 def voc_imagesets(root: Path, index: ImageIndex, read: dict[str, str] | None = None) -> dict[str, str]:

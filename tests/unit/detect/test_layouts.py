@@ -95,6 +95,28 @@ def test_ultralytics_coco8_names_as_a_mapping_and_a_test_split_carved_from_train
     assert files["kept"] == 12 and not_inputs == {"README.md": "not_read", "coco8.yaml": "class_table"}
 
 
+def test_split_lists_of_paths_are_read_once_and_an_entry_naming_nothing_is_said_once(tmp_path: Path, caplog) -> None:
+    """A YAML whose ``train``/``val`` are ``.txt`` lists of image paths (``./`` relative to the
+    list), and a ``test`` naming a folder that is not there: the lists give the splits and are
+    reported as split lists, never read as labels; the missing folder is warned about once."""
+    root = tmp_path / "lists"
+    for i in range(4):
+        _image(root / "images" / f"{i}.jpg", shade=i)
+        _yolo(root / "labels" / f"{i}.txt", f"{i % 2} 0.5 0.5 0.25 0.25")
+    (root / "train.txt").write_text("./images/0.jpg\n./images/1.jpg\n./images/2.jpg\n")
+    (root / "val.txt").write_text("./images/3.jpg\n")
+    (root / "data.yaml").write_text("train: train.txt\nval: val.txt\ntest: gone/images\nnames: [a, b]\n")
+
+    with caplog.at_level("WARNING"):
+        parsed, classes, lists, carved, result, files, not_inputs = _read(root)
+    assert classes == ["a", "b"] and len(parsed.annotations) == 4
+    assert lists == {f"images/{i}.jpg": "val" if i == 3 else "train+test" for i in range(4)} and carved == ["test"]
+    assert not_inputs == {"train.txt": "split_list", "val.txt": "split_list", "data.yaml": "class_table"}
+    assert [r.getMessage() for r in caplog.records].count(
+        "data.yaml: test entry 'gone/images' names nothing under " + str(root) + "; ignored"
+    ) == 1
+
+
 def _coco_split(folder: Path, first: int, count: int) -> None:
     """A Roboflow COCO export's split: ``_annotations.coco.json`` beside its images, the project
     declared as category 0 (no box has it, its name repeats a class's), image ids from 0."""
