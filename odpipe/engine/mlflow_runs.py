@@ -432,7 +432,8 @@ class RunLogger:
 
     def _ready(self) -> bool:
         """Whether to call MLflow now: not within a pause after a failure; the run created and
-        what it missed sent first, when MLflow answers again."""
+        what it missed sent first, when MLflow answers again. When not, what was to be sent now
+        is owed: the backlog goes first next time."""
         if time.monotonic() < self._retry_at:
             self._behind = True
             return False
@@ -441,11 +442,17 @@ class RunLogger:
         if self.run_id and self._behind:
             self._behind = False
             self._history([r for r in self._backlog() if int(r["step"]) > self._sent])
-        return self.run_id is not None and time.monotonic() >= self._retry_at
+        ready = self.run_id is not None and time.monotonic() >= self._retry_at
+        self._behind = self._behind or not ready
+        return ready
 
     def _send(self, what: str, action: Callable[[], object]) -> bool:
         """Run one MLflow ``action`` when ready; whether it went through (else it is owed)."""
-        sent = self._ready() and self.call(what, lambda: action() or True) is not None
+        return self._ready() and self._attempt(what, action)
+
+    def _attempt(self, what: str, action: Callable[[], object]) -> bool:
+        """Run one MLflow ``action``, the logger being ready; whether it went through (else it is owed)."""
+        sent = self.call(what, lambda: action() or True) is not None
         self._behind = self._behind or not sent
         return sent
 
@@ -454,7 +461,7 @@ class RunLogger:
         if not self._ready():
             return
         owed = {key: value for key, value in metrics.items() if (step, key) not in self._replayed}
-        if owed and self._send(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, owed, step)):
+        if owed and self._attempt(f"logging step {step}", lambda: log_metrics(self.client, self.run_id, owed, step)):
             self._sent = max(self._sent, step)
 
     def _history(self, rows: list[Mapping[str, float]]) -> None:
