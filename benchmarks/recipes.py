@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
     os.environ["PYTHONPATH"] = str(args.work)  # stages (and queue workers) import the copy's odpipe, not ours
 
     prepare(args.work)
-    done = experiments(args.work)
+    done = experiments(args.work, all_commits=True)
     pending = {name: recipe for name, recipe in recipes.items() if f"{name}-{tag}" not in done}
     print(f"{len(recipes) - len(pending)} recipe(s) already run at {tag}; running {', '.join(pending) or 'none'}")
     if run_dvc(args.work, "queue", "status").stdout.count("Running"):
@@ -237,7 +237,7 @@ def main(argv: list[str]) -> int:
     if pending:
         run_queue(args.work, timeout_hours=len(pending) * args.budget / 60 * 2 + 1)
 
-    done = experiments(args.work)
+    done = experiments(args.work, all_commits=True)
     results = {name: summary(args.work, done[f"{name}-{tag}"]) for name in recipes if f"{name}-{tag}" in done}
     if not results:
         print("no recipe finished")

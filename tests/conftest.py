@@ -27,6 +27,7 @@ from odpipe.data.synthetic import SyntheticSpec
 from odpipe.detect.augment import split_examples
 from odpipe.detect.pipeline_config import PipelineSettings
 from odpipe.engine.mlflow_runs import TRACKING_URI_ENV
+from tests.helpers.team import TeamRuns, run_at_once
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
@@ -35,11 +36,11 @@ CLASSES = ("circle", "square", "triangle")
 # Tests make their own MLflow stores: a user's MLFLOW_TRACKING_URI must never receive their runs.
 os.environ.pop(TRACKING_URI_ENV, None)
 E2E = ROOT / "tests" / "e2e"
-SHARED_FIXTURES = ("smoke_project",)  # session fixtures: every test using one runs in one worker
+SHARED_FIXTURES = ("team_runs", "smoke_project")  # session fixtures: every test using one runs in one worker
 # The e2e groups, longest first (the last run's durations): each worker takes the next group when
 # it is free, so the longest start first and no worker is left alone with one at the end.
-LONGEST_FIRST = ("test_finetune", "smoke_project", "test_train_stage", "test_detect", "test_detect_formats",
-                 "test_segment", "test_classify", "test_tflite")  # fmt: skip
+LONGEST_FIRST = ("smoke_project", "test_finetune", "team_runs", "test_train_stage", "test_detect_formats",
+                 "test_mlflow_server", "test_tflite")  # fmt: skip
 
 
 def e2e_group(item: pytest.Item) -> str | None:
@@ -261,41 +262,28 @@ def team_server(work: Path) -> Iterator[str]:
         yield server.url
 
 
-def task_pipeline_run(tmp_path_factory, task: str, gate: str, tracking_uri: str) -> Iterator[Path]:
-    """For a module fixture: a copy of the repo after one `dvc exp run` (named "gated") of
-    ``task``'s own pipeline on the smoke settings, with ``gate`` (``key=value`` in that task's
-    params.yaml: a gate every model passes, so the registry is exercised), logging to the MLflow
-    server at ``tracking_uri`` as a team does; every stage ran."""
-    from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params
-    from odpipe.devtools.project import copy_project, run_dvc, stage_names
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv(TRACKING_URI_ENV, tracking_uri)
-    folder = TASK_FOLDERS[task]
-    work = copy_project(ROOT, tmp_path_factory.mktemp(task) / "project")
-    compose_params(work, [f"task={task}", "experiment=smoke"], work / folder / PARAMS_FILE)
-    dvc_yaml, params = f"{folder}/dvc.yaml", f"{folder}/{PARAMS_FILE}"
-    proc = run_dvc(work, "exp", "run", dvc_yaml, "-n", "gated", "-S", f"{params}:{gate}", timeout=1500)
-    ran = {name.split(":")[-1] for name in re.findall(r"Running stage '([\w:/.-]+)'", proc.stdout)}
-    assert ran == set(stage_names(work / folder)), proc.stdout[-3000:]
-    mp.delenv(TRACKING_URI_ENV)  # the tests after it run stages against the project's own store
-    yield work
-    mp.undo()
+@pytest.fixture(scope="session")
+def team_runs(tmp_path_factory) -> Iterator[TeamRuns]:
+    """One team server (:func:`team_server`) and what logged to it at the same moment: the
+    detection sweep, segmentation's and classification's pipelines (``tests.helpers.team``)."""
+    work = tmp_path_factory.mktemp("team")
+    with team_server(work) as url:
+        yield run_at_once(ROOT, work, url)
 
 
-def task_fixtures(task: str, gate: str) -> tuple:
-    """A task module's ``server`` (a team's MLflow server on PostgreSQL) and ``project`` (its
-    pipeline run once against that server, :func:`task_pipeline_run`) module fixtures:
-    ``server, project = task_fixtures(...)`` at the top of the module."""
+def task_fixtures(task: str) -> tuple:
+    """A task module's ``server`` (the team's MLflow server) and ``project`` (the copy of the
+    repo after the task's `dvc exp run` against it, :func:`team_runs`) module fixtures:
+    ``server, project = task_fixtures(...)`` at the top of the module. The tests after it run
+    stages against the project's own store."""
 
     @pytest.fixture(scope="module")
-    def server(tmp_path_factory) -> Iterator[str]:
-        with team_server(tmp_path_factory.mktemp(f"{task}-mlflow")) as url:
-            yield url
+    def server(team_runs: TeamRuns) -> str:
+        return team_runs.url
 
     @pytest.fixture(scope="module")
-    def project(tmp_path_factory, server: str) -> Iterator[Path]:
-        yield from task_pipeline_run(tmp_path_factory, task, gate, server)
+    def project(team_runs: TeamRuns) -> Path:
+        return team_runs.tasks[task]
 
     return server, project
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -62,20 +63,28 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
 
 
-def run_dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """``dvc <args>`` in ``root`` (:func:`python_env`); raises with DVC's own output when it fails."""
-    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True, timeout=timeout, env=python_env())
+def run_dvc(
+    root: Path, *args: str, timeout: float | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``root`` (:func:`python_env`, plus ``env``: what a thread passes, where
+    setting ``os.environ`` would reach every other thread's runs); raises with DVC's own output
+    when it fails."""
+    proc = subprocess.run(
+        ["dvc", *args], cwd=root, capture_output=True, text=True, timeout=timeout, env=python_env(**(env or {}))
+    )
     if proc.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {root}:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def experiments(root: Path, params_file: str = "params.yaml") -> dict[str, dict]:
+def experiments(root: Path, params_file: str = "params.yaml", all_commits: bool = False) -> dict[str, dict]:
     """``dvc exp show --json`` as {name: {"rev", "params", "metrics"}}: the params of
     ``params_file`` (a task's, e.g. ``segment/params.yaml``) and the metrics of every metrics
-    file, by file, of each named experiment, whatever commit it was run from (plain ``exp show``
-    lists only the experiments of the current one)."""
-    shown = json.loads(run_dvc(root, "exp", "show", "--all-commits", "--json").stdout)
+    file, by file, of each named experiment of the current commit; with ``all_commits``, of
+    every commit (``--all-commits``: a minute on this repo's history, where the current
+    commit's take seconds)."""
+    command = ["exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    shown = json.loads(run_dvc(root, *command).stdout)
     found = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:

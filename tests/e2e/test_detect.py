@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,20 +29,17 @@ from odpipe.detect.detectors import load_detector
 from odpipe.detect.evaluate import COCO_STATS, detect
 from odpipe.detect.formats import read_dataset
 from odpipe.detect.label_map import read_label_map
-from odpipe.detect.pipeline_config import load_pipeline
 from odpipe.detect.records import read_examples
-from odpipe.devtools.project import copy_project, experiments, run_dvc
+from odpipe.devtools.project import experiments, run_dvc
 from odpipe.engine.mlflow_runs import (
-    DATA_VERSION_TAG,
     DVC_EXP_REF_TAG,
     DVC_EXP_TAG,
     SPLIT_TAG,
-    TRACKING_URI_ENV,
     TRAIN_RUN_TAG,
     read_run_id,
 )
 from odpipe.video.metrics import read_mot
-from tests.conftest import ROOT, team_server
+from tests.conftest import ROOT
 
 SMOKE = ["experiment=smoke"]
 
@@ -418,66 +414,6 @@ def test_quality_gate_records_its_decision_and_registers_only_what_passes(projec
     _repro(project, ["evaluate.min_map=0.0", "evaluate.min_improvement=0.5"])
     assert report()["gate_passed"] == 0 and "the best registered version" in report()["gate"]
     assert len(versions()) == 1
-
-
-@pytest.fixture
-def team(tmp_path: Path) -> Iterator[str]:
-    with team_server(tmp_path) as url:
-        yield url
-
-
-def test_a_queued_sweep_logs_to_a_team_server(team: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`dvc exp run --queue` then `dvc queue start -j 2` in a fresh project against a team's MLflow
-    server (PostgreSQL, two workers, artifacts proxied): both workers create the experiment at
-    once (train is the first stage that logs), each in a temporary copy of the repo deleted
-    afterwards. Both experiments succeed, both runs are FINISHED on the server, named after the
-    experiments, nothing is written to a local store, and each run's artifacts, its own, are
-    readable through the server. The sweep stops at train: export and evaluate log the same way
-    (test_remote's sweep over two machines registers and serves through the server)."""
-    monkeypatch.setenv(TRACKING_URI_ENV, team)
-    fresh = copy_project(ROOT, tmp_path / "fresh")
-    compose_params(fresh, SMOKE, fresh / PARAMS_FILE)
-    run_dvc(fresh, "repro", "tfrecord", "pipeline_config", timeout=900)  # data from the run cache: quicker
-    assert not (fresh / "mlflow.db").exists() and not (fresh / "mlruns").exists()
-    sweep = ["-S", "experiment=smoke", "-S", "train.learning_rate=0.01,0.03"]
-    run_dvc(fresh, "exp", "run", "--queue", *sweep, "train")
-    run_dvc(fresh, "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 1200
-    while re.search(r"\b(Queued|Running)\b", run_dvc(fresh, "queue", "status").stdout):
-        assert time.monotonic() < deadline, "the queue did not finish in 20 minutes"
-        time.sleep(5)
-    status = run_dvc(fresh, "queue", "status").stdout
-    assert "Failed" not in status, status + "\n".join(
-        run_dvc(fresh, "queue", "logs", name).stdout[-3000:] for name in re.findall(r"^(\S+)\s.*Failed", status, re.M)
-    )
-    assert not list((fresh / ".dvc" / "tmp" / "exps").glob("tmp*")), "the queue's temporary copies are still there"
-
-    swept = experiments(fresh)
-    assert sorted(exp["params"]["train"]["learning_rate"] for exp in swept.values()) == [0.01, 0.03]
-    assert not (fresh / "mlflow.db").exists() and not (fresh / "mlruns").exists()
-    client = MlflowClient(team)
-    experiment = client.get_experiment_by_name("odpipe")
-    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied: no storage credentials
-    smoke = compose_config(ROOT, SMOKE).train
-    num_steps = smoke.num_steps
-    for name, exp in swept.items():
-        rate = exp["params"]["train"]["learning_rate"]
-        (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
-        assert run.info.status == "FINISHED"
-        assert run.data.tags["mlflow.source.git.commit"] and run.data.tags[DATA_VERSION_TAG]
-        assert run.data.params["train.steps_per_loop"] == str(smoke.steps_per_loop)  # the params train reads
-        losses = client.get_metric_history(run.info.run_id, "loss/total_loss")
-        assert losses and max(m.step for m in losses) == num_steps  # trained to the end
-        folder = tmp_path / name
-        folder.mkdir()
-        # train logs the params it reads; the learning rate reaches it through pipeline.config
-        config = load_pipeline(Path(client.download_artifacts(run.info.run_id, "pipeline.config", str(folder))))
-        optimizer = config.train_config.optimizer
-        schedule = getattr(optimizer, optimizer.WhichOneof("optimizer")).learning_rate  # the default's: cosine
-        assert schedule.cosine_decay_learning_rate.learning_rate_base == pytest.approx(rate)
-    # Same data, same TFRecords: both runs carry the same data version.
-    runs = client.search_runs([experiment.experiment_id])
-    assert len({r.data.tags[DATA_VERSION_TAG] for r in runs if r.info.run_name in swept}) == 1
 
 
 def test_new_images_are_pre_labelled_corrected_retrained_and_gated(project: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """A team's MLflow server as docs/team.md sets it up: `mlflow server` with 2 workers on a real
-PostgreSQL database, artifacts proxied, used by several processes at once and restarted."""
+PostgreSQL database, artifacts proxied, used by several processes at once and restarted
+(test_team: a team's pipelines on one such server)."""
 
 from __future__ import annotations
 

@@ -63,17 +63,17 @@ def _work_folder(project: Path, seed: int) -> Path | None:
     return None
 
 
-def _wait_for_checkpoint(project: Path, seed: int, proc: subprocess.Popen) -> int:
-    """Block until training with ``seed`` has written a checkpoint past step 0; its step."""
+def _wait_for_checkpoint(project: Path, seed: int, proc: subprocess.Popen, after: int = 0) -> int:
+    """Block until training with ``seed`` has written a checkpoint past step ``after``; its step."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         work = _work_folder(project, seed)
         prefix = latest(work) if work else None
-        if prefix and checkpoint_step(prefix) > 0:
+        if prefix and checkpoint_step(prefix) > after:
             return checkpoint_step(prefix)
         time.sleep(0.5)
-    raise AssertionError("no checkpoint in 10 minutes")
+    raise AssertionError(f"no checkpoint past step {after} in 10 minutes")
 
 
 def _compose(project: Path, *overrides: str) -> None:
@@ -88,19 +88,10 @@ def _runs(project: Path, seed: int) -> list:
     return client, runs
 
 
-@pytest.mark.parametrize("how", ["sigint", "sigkill"])
-def test_an_interrupted_training_resumes_from_its_checkpoint(
-    project: Path, how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C: the same machine resumes. SIGKILL, as when a VM is lost: another machine resumes, a
-    copy of the project that sees the same checkpoint folder (``ODPIPE_TRAIN_WORK``, on NFS, say) and
-    the same MLflow store (a team server's stand-in), and its run is tagged as the continuation."""
-    seed = {"sigint": 11, "sigkill": 12}[how]
-    store = f"sqlite:///{project / 'mlflow.db'}"
-    _compose(project, f"train.seed={seed}", f"mlflow.tracking_uri={store}")
-    if how == "sigkill":
-        monkeypatch.setenv(TRAIN_WORK_ENV, str(tmp_path / "shared-train"))
-    # `dvc repro` in a session of its own: Ctrl-C and a killed VM hit the whole process group.
+def _interrupt(project: Path, seed: int, how: signal.Signals, after: int) -> int:
+    """`dvc repro train` hit with ``how`` once it has a checkpoint past step ``after``, in a session
+    of its own (Ctrl-C and a lost VM hit the whole process group): it fails and leaves no output;
+    returns the step of its last checkpoint, where the next run resumes."""
     proc = subprocess.Popen(
         ["dvc", "repro", "train"],
         cwd=project,
@@ -110,42 +101,56 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    at = _wait_for_checkpoint(project, seed, proc)
-    os.killpg(proc.pid, signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    at = _wait_for_checkpoint(project, seed, proc, after)
+    os.killpg(proc.pid, how)
     output, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0, f"interrupted at step {at}, yet exit status 0:\n{output[-4000:]}"
-    paths = load_params(project).paths
-    assert not (project / paths.train / "checkpoint").exists(), "an interrupted run left an output behind"
-    work = _work_folder(project, seed)
-    resumed_at = checkpoint_step(latest(work))
-    assert resumed_at >= at
+    assert proc.returncode != 0, f"{how.name} at step {at}, yet exit status 0:\n{output[-4000:]}"
+    assert not (project / load_params(project).paths.train / "checkpoint").exists(), "it left an output behind"
+    last = checkpoint_step(latest(_work_folder(project, seed)))
+    assert last >= at
+    return last
 
-    resumer = project  # Ctrl-C: the same machine; a lost VM: another, with the same commit and data
-    if how == "sigkill":
-        assert work.parent == tmp_path / "shared-train"
-        resumer = shutil.copytree(project, tmp_path / "other-machine", symlinks=True)
-    rerun = run_dvc(resumer, "repro", "train", timeout=900)
-    assert f"resuming from step {resumed_at}" in rerun.stdout
+
+def test_an_interrupted_training_resumes_from_its_checkpoint(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C, and the same machine resumes; then that run is lost with its VM (SIGKILL: nothing of
+    it runs on), and another machine resumes, a copy of the project that sees the same checkpoint
+    folder (``ODPIPE_TRAIN_WORK``, on NFS, say) and the same MLflow store (a team server's
+    stand-in). Each run is tagged as the continuation of the one before; no step is trained or
+    logged twice."""
+    seed = 11
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    _compose(project, f"train.seed={seed}", f"mlflow.tracking_uri={store}")
+    monkeypatch.setenv(TRAIN_WORK_ENV, str(tmp_path / "shared-train"))
+    stopped = _interrupt(project, seed, signal.SIGINT, after=0)
+    lost = _interrupt(project, seed, signal.SIGKILL, after=stopped)  # resumed on this machine, then lost
+    work = _work_folder(project, seed)
+    assert work.parent == tmp_path / "shared-train"
+
+    other = shutil.copytree(project, tmp_path / "other-machine", symlinks=True)  # same commit and data
+    rerun = run_dvc(other, "repro", "train", timeout=900)
+    assert f"resuming from step {lost}" in rerun.stdout
     trained = [int(s) for s in re.findall(rf"step (\d+)/{STEPS}", rerun.stdout)]
-    assert trained and min(trained) == resumed_at + 10, "the resumed run trained steps it had already trained"
+    assert trained and min(trained) == lost + 10, "the resumed run trained steps it had already trained"
     assert checkpoint_step(latest(work)) == STEPS
-    rows = read_csv(resumer / paths.train_plot)
+    paths = load_params(other).paths
+    rows = read_csv(other / paths.train_plot)
     assert [int(r["step"]) for r in rows] == [10, 20, 30, 40], "each step once"
-    elapsed = [float(r["elapsed_s"]) for r in rows]  # the resumed run's clock continues the first's
+    elapsed = [float(r["elapsed_s"]) for r in rows]  # the resumed runs' clock continues the first's
     assert 0 < elapsed[0] and elapsed == sorted(elapsed)
-    selection = json.loads((resumer / paths.train_selection).read_text())
+    selection = json.loads((other / paths.train_selection).read_text())
     assert selection["last_step"] == STEPS and selection["step"] in (20, 40) and selection["stop"] == "num_steps"
     assert selection["train_seconds"] >= elapsed[-1]
-    assert [int(r["step"]) for r in read_csv(resumer / paths.val_plot)] == [20, 40]
+    assert [int(r["step"]) for r in read_csv(other / paths.val_plot)] == [20, 40]
 
     client, runs = _runs(project, seed)
-    first, second = runs
-    assert first.info.status == "KILLED"
-    assert second.info.status == "FINISHED"
-    assert second.data.tags[RESUMED_FROM_TAG] == first.info.run_id
-    assert second.data.tags[RESUMED_AT_TAG] == str(resumed_at)
-    assert read_run_id(resumer / paths.mlflow_run) == second.info.run_id
-    history = client.get_metric_history(second.info.run_id, "loss/total_loss")
+    assert [r.info.status for r in runs] == ["KILLED", "KILLED", "FINISHED"]  # the lost one closed by the third
+    for before, after, at in zip(runs[:-1], runs[1:], (stopped, lost), strict=True):
+        assert after.data.tags[RESUMED_FROM_TAG] == before.info.run_id
+        assert after.data.tags[RESUMED_AT_TAG] == str(at)
+    assert read_run_id(other / paths.mlflow_run) == runs[-1].info.run_id
+    history = client.get_metric_history(runs[-1].info.run_id, "loss/total_loss")
     assert sorted(m.step for m in history) == [10, 20, 30, 40]
 
 
