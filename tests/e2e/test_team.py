@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from odpipe.core.runtime import TASK_FOLDERS, load_params
+from odpipe.core.runtime import load_params
 from odpipe.detect.pipeline_config import load_pipeline
 from odpipe.devtools.project import experiments
-from odpipe.engine.mlflow_runs import DATA_VERSION_TAG, read_run_id
+from odpipe.engine.mlflow_runs import DATA_VERSION_TAG
 from tests.helpers.team import SWEEP_RATES, TeamRuns
 
 
@@ -48,9 +48,8 @@ def test_a_queued_sweep_and_the_other_tasks_log_to_one_server_at_once(team_runs:
         rate = exp["params"]["train"]["learning_rate"]
         assert schedule.cosine_decay_learning_rate.learning_rate_base == pytest.approx(rate)
     assert len({r.data.tags[DATA_VERSION_TAG] for r in runs}) == 1  # same data, same TFRecords
-    for task, project in team_runs.tasks.items():
-        folder = project / TASK_FOLDERS[task]
-        run = client.get_run(read_run_id(folder / load_params(folder).paths.mlflow_run))
+    for run_id in team_runs.task_runs.values():
+        run = client.get_run(run_id)
         assert client.get_experiment(run.info.experiment_id).name != experiment.name  # each task its own
         runs.append(run)
     assert [r.info.status for r in runs] == ["FINISHED"] * 4

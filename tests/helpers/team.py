@@ -15,11 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params
+from odpipe.core.runtime import PARAMS_FILE, TASK_FOLDERS, compose_params, load_params
 from odpipe.devtools.project import copy_project, run_dvc, stage_names
-from odpipe.engine.mlflow_runs import TRACKING_URI_ENV
+from odpipe.engine.mlflow_runs import TRACKING_URI_ENV, read_run_id
 
 SMOKE = ["experiment=smoke"]
 SWEEP_RATES = (0.01, 0.03)  # the detection sweep: train.learning_rate
@@ -28,26 +27,28 @@ GATES = {"segment": "evaluate.min_miou=0.0", "classify": "evaluate.min_value=0.0
 EXPERIMENT = "gated"  # the name of each task's experiment
 LOGS_FROM = "train"  # the first stage of each pipeline that logs to MLflow
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class TeamRuns:
     """The server's URL and the projects after the runs: ``sweep``, the detection project whose
     queue ran the sweep (its experiments are refs; its workspace is not changed by them);
-    ``tasks``, by task, a copy of the repo after the task's `dvc exp run` (every stage ran)."""
+    ``tasks``, by task, a copy of the repo after the task's `dvc exp run` (every stage ran), and
+    ``task_runs`` the run it logged to: the tests that read a project may go on to run its
+    stages against the project's own store, which rewrites the run file."""
 
     url: str
     sweep: Path
     tasks: dict[str, Path]
+    task_runs: dict[str, str]  # the MLflow run each task's stages logged to (read before any test ran)
 
 
-def together(*jobs: Callable[[], T]) -> list[T]:
-    """Each job in a thread of its own, all started at once; their results, in order (the first
-    failure is raised once all have ended)."""
+def together(*jobs: Callable[[], None]) -> None:
+    """Each job in a thread of its own, all started at once; the first failure is raised once
+    all have ended."""
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = [pool.submit(job) for job in jobs]
-        return [future.result() for future in futures]
+    for future in futures:
+        future.result()
 
 
 def copy_with_params(root: Path, work: Path, task: str) -> Path:
@@ -101,6 +102,12 @@ def run_task(project: Path, task: str, tracking_uri: str) -> None:
     assert not local, f"{task} logged to a local store: {local}"
 
 
+def logged_run(project: Path, task: str) -> str:
+    """The MLflow run that ``task``'s stages in ``project`` last logged to (its run file)."""
+    folder = project / TASK_FOLDERS[task]
+    return read_run_id(folder / load_params(folder).paths.mlflow_run)
+
+
 def run_at_once(root: Path, work: Path, tracking_uri: str) -> TeamRuns:
     """The sweep and the segment and classify pipelines prepared side by side, then launched
     together against the server at ``tracking_uri``."""
@@ -111,4 +118,4 @@ def run_at_once(root: Path, work: Path, tracking_uri: str) -> TeamRuns:
         lambda: run_queue(sweep, tracking_uri),
         *(lambda t=t, p=p: run_task(p, t, tracking_uri) for t, p in projects.items()),
     )
-    return TeamRuns(tracking_uri, sweep, projects)
+    return TeamRuns(tracking_uri, sweep, projects, {t: logged_run(p, t) for t, p in projects.items()})
