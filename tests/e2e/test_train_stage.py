@@ -63,7 +63,7 @@ def _work_folder(project: Path, seed: int) -> Path | None:
     return None
 
 
-def _wait_for_checkpoint(project: Path, seed: int, proc: subprocess.Popen, after: int = 0) -> int:
+def _wait_for_checkpoint(project: Path, seed: int, proc: subprocess.Popen, after: int) -> int:
     """Block until training with ``seed`` has written a checkpoint past step ``after``; its step."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
